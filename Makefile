@@ -1,0 +1,64 @@
+# codehub — the two commands that matter are `make run` and `make test`.
+# Everything else is a faster loop for development.
+
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+VENV       := .deps/venv
+PYTEST     := $(VENV)/bin/python -m pytest
+JOBS       ?= $(shell nproc)
+
+.PHONY: all deps build run test test-unit test-integ asan format check-source clean
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+$(BUILD)/build.ninja:
+	@cmake -S . -B $(BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+
+build: $(BUILD)/build.ninja
+	@cmake --build $(BUILD) -j $(JOBS)
+	@scripts/check-source.sh
+
+run:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory build
+	$(BUILD)/codehub serve
+
+# Unit tests (ctest) first, then the black-box and browser tests (pytest); pytest's
+# summary is the last line.
+test:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory build
+	@$(MAKE) --no-print-directory test-unit
+	@$(MAKE) --no-print-directory test-integ
+
+test-unit: build
+	@ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
+
+test-integ: build
+	@CODEHUB_BIN=$(abspath $(BUILD))/codehub $(PYTEST) tests/integ -q -p no:cacheprovider
+
+$(ASAN_BUILD)/build.ninja:
+	@cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCODEHUB_SANITIZE=ON >/dev/null
+
+# The whole suite under AddressSanitizer + UndefinedBehaviorSanitizer + LeakSanitizer.
+asan:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory $(ASAN_BUILD)/build.ninja
+	@cmake --build $(ASAN_BUILD) -j $(JOBS)
+	@ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
+	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		CODEHUB_BIN=$(abspath $(ASAN_BUILD))/codehub CODEHUB_SANITIZED=1 \
+		$(PYTEST) tests/integ -q -p no:cacheprovider
+
+format:
+	@clang-format -i $$(git ls-files '*.c' '*.h')
+
+check-source:
+	@scripts/check-source.sh
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)
