@@ -7,7 +7,7 @@ VENV       := .deps/venv
 PYTEST     := $(VENV)/bin/python -m pytest
 JOBS       ?= $(shell nproc)
 
-.PHONY: all deps build run test test-unit test-integ asan format check-source clean
+.PHONY: all deps build run test test-unit test-integ asan bench bench-quick format check-source clean
 
 all: build
 
@@ -53,6 +53,20 @@ asan:
 	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		CODEHUB_BIN=$(abspath $(ASAN_BUILD))/codehub CODEHUB_SANITIZED=1 \
 		$(PYTEST) tests/integ -q -p no:cacheprovider
+
+# Benchmarks beside their peers (nginx, …), one run on this machine; writes
+# docs/benchmarks.md tables and bench/results/*.json. See bench/README.md.
+bench:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory build
+	@bench/deps.sh
+	@$(VENV)/bin/python bench/hub.py
+
+bench-quick:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory build
+	@bench/deps.sh
+	@$(VENV)/bin/python bench/hub.py --quick
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')

@@ -8,6 +8,7 @@
 #include "api/api.h"
 
 #include "api/model.h"
+#include "hub/identity_cache.h"
 #include "auth/password.h"
 #include "auth/token.h"
 #include "auth/username.h"
@@ -90,6 +91,13 @@ static void audit(struct api_ctx *ctx, const char *kind, const char *user, const
     int rc = store_event_add(ctx->st, kind, user, ctx->actor, detail);
     if (rc != 0)
         log_event(LOG_WARN, "api.event_not_stored", "event", kind, "user", user, NULL);
+    /* Rights or credentials changed: identities cached for the proxy must not outlive
+     * them. A deleted user's server stops too. */
+    bool created = strcmp(kind, "user.add") == 0 || strcmp(kind, "user.signup") == 0;
+    if ((strncmp(kind, "user.", 5) == 0 && !created) || strcmp(kind, "token.revoke") == 0)
+        hub_identity_cache_forget_user(ctx->call->hub->identities, user);
+    if (strcmp(kind, "user.delete") == 0)
+        snprintf(ctx->call->stop_server_after, sizeof ctx->call->stop_server_after, "%s", user);
 }
 
 static bool is_self(const struct api_ctx *ctx, const char *name)

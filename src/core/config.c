@@ -151,7 +151,7 @@ static const struct config_key config_keys[] = {
     {"local", "system_users", CONFIG_BOOL, OFF(local.system_users), "false", 0, 0, NULL, NULL,
      "when codehub runs as root, run each server as a system user of the same name"},
     {"local", "log_max_size", CONFIG_SIZE, OFF(local.log_max_size), "4M", 64 * KIB, GIB, NULL, NULL,
-     "bytes of code-server.log kept per user (the older half moves to code-server.log.1)"},
+     "bytes of code-server.log kept per user; beyond it the log moves to code-server.log.1"},
     {"local", "init_ssh_key", CONFIG_BOOL, OFF(local.init_ssh_key), "true", 0, 0, NULL, NULL,
      "the first start of a home creates an SSH key pair when ssh-keygen exists"},
     {"local", "init_venv", CONFIG_BOOL, OFF(local.init_venv), "true", 0, 0, NULL, NULL,

@@ -6,10 +6,14 @@
 #include "auth/throttle.h"
 #include "auth/token.h"
 #include "core/alloc.h"
+#include "core/cidr.h"
 #include "core/log.h"
+#include "http/proxy.h"
 #include "http/cookie.h"
 #include "http/url.h"
+#include "hub/identity_cache.h"
 #include "hub/metrics.h"
+#include "spawn/spawner.h"
 #include "web/assets.h"
 #include "web/pages.h"
 
@@ -31,6 +35,8 @@
 /* Sessions and tokens record their last use at most this often: a write per request
  * would make every page view a database write. */
 #define TOUCH_EVERY_MS (60 * 1000)
+/* How long a credential's identity is trusted from memory on the proxy path. */
+#define IDENTITY_TTL_MS (30 * 1000)
 
 static const char csp[] = "default-src 'self'; script-src 'self'; style-src 'self'; "
                           "img-src 'self' data:; connect-src 'self'; form-action 'self'; "
@@ -82,15 +88,40 @@ static const char *bearer_token(const struct http_request *req)
     return *auth ? auth : NULL;
 }
 
+void hub_credential_hash(const struct hub *hub, const struct http_request *req, char out[72],
+                         bool *is_token)
+{
+    out[0] = '\0';
+    *is_token = false;
+    const char *bearer = bearer_token(req);
+    if (bearer != NULL) {
+        auth_token_hash(bearer, out);
+        *is_token = true;
+        return;
+    }
+    const char *cookie = http_request_header(req, "Cookie");
+    char *token = NULL;
+    if (cookie == NULL || http_cookie_get(cookie, strlen(cookie), hub->session_cookie, &token) != 0)
+        return;
+    auth_token_hash(token, out);
+    sodium_memzero(token, strlen(token));
+    free(token);
+}
+
 int hub_identify(struct hub *hub, const struct http_request *req, struct hub_identity *out)
 {
     memset(out, 0, sizeof *out);
     int64_t now = hub_now_ms();
-    const char *bearer = bearer_token(req);
-    if (bearer != NULL) {
-        char hash[AUTH_TOKEN_HASH_HEX];
+    char hash[72];
+    bool is_token;
+    hub_credential_hash(hub, req, hash, &is_token);
+    if (hash[0] == '\0')
+        return 0;
+    /* The cache is read only on the proxy path (src/hub/workspace.c); the hub's own
+     * pages and API always ask the store, so that a password changed or a session ended
+     * by another process (the CLI, another replica) takes effect at once here. */
+    if (is_token) {
         struct store_token tok = {0};
-        auth_token_hash(bearer, hash);
         int rc = store_token_get(hub->store, hash, now, &tok);
         if (rc == -ENOENT)
             return 0;
@@ -106,32 +137,25 @@ int hub_identify(struct hub *hub, const struct http_request *req, struct hub_ide
         if (now - tok.last_used_ms >= TOUCH_EVERY_MS)
             store_token_touch(hub->store, tok.id, now);
         store_token_clear(&tok);
-        return 0;
+    } else {
+        struct store_session s = {0};
+        int rc = store_session_get(hub->store, hash, now, &s);
+        if (rc == -ENOENT)
+            return 0;
+        if (rc != 0)
+            return -EIO;
+        out->via = HUB_AUTH_SESSION;
+        out->user_id = s.user_id;
+        snprintf(out->name, sizeof out->name, "%s", s.user_name);
+        out->user_admin = s.user_admin;
+        out->admin = s.user_admin;
+        snprintf(out->session_hash, sizeof out->session_hash, "%s", hash);
+        if (now - s.last_seen_ms >= TOUCH_EVERY_MS)
+            store_session_touch(hub->store, hash, now);
+        store_session_clear(&s);
     }
-    const char *cookie = http_request_header(req, "Cookie");
-    if (cookie == NULL)
-        return 0;
-    char *token = NULL;
-    if (http_cookie_get(cookie, strlen(cookie), hub->session_cookie, &token) != 0)
-        return 0;
-    char hash[AUTH_TOKEN_HASH_HEX];
-    auth_token_hash(token, hash);
-    free(token);
-    struct store_session s = {0};
-    int rc = store_session_get(hub->store, hash, now, &s);
-    if (rc == -ENOENT)
-        return 0;
-    if (rc != 0)
-        return -EIO;
-    out->via = HUB_AUTH_SESSION;
-    out->user_id = s.user_id;
-    snprintf(out->name, sizeof out->name, "%s", s.user_name);
-    out->user_admin = s.user_admin;
-    out->admin = s.user_admin;
-    snprintf(out->session_hash, sizeof out->session_hash, "%s", hash);
-    if (now - s.last_seen_ms >= TOUCH_EVERY_MS)
-        store_session_touch(hub->store, hash, now);
-    store_session_clear(&s);
+    if (hub->identities != NULL)
+        hub_identity_cache_put(hub->identities, hash, out, now);
     return 0;
 }
 
@@ -222,9 +246,10 @@ void hub_set_session_cookie(struct hub_call *call, const char *token)
 /* --- worker dispatch --------------------------------------------------------------------- */
 
 struct hub_job {
+    struct hub_call call; /* first: hub_call_free() converts back */
     uv_work_t work;
-    struct hub_call call;
     hub_work_fn fn;
+    hub_loop_fn then;
 };
 
 static void job_run(uv_work_t *work)
@@ -233,41 +258,72 @@ static void job_run(uv_work_t *work)
     struct hub_call *call = &job->call;
     if (hub_identify(call->hub, &call->ex->req, &call->id) != 0) {
         hub_respond_error(call, 503, "store unavailable");
+        job->then = NULL;
         return;
     }
     if (call->id.via != HUB_AUTH_NONE)
-        call->ex->log_user = call->id.name;
-    job->fn(call);
+        call->ex->log_user = arena_strdup(&call->ex->arena, call->id.name);
+    if (job->fn != NULL)
+        job->fn(call);
+}
+
+void hub_call_free(struct hub_call *call)
+{
+    struct hub_job *job = (struct hub_job *)call;
+    free(call->path);
+    free(job);
 }
 
 static void job_done(uv_work_t *work, int status)
 {
     struct hub_job *job = work->data;
-    struct http_exchange *ex = job->call.ex;
+    struct hub_call *call = &job->call;
+    struct http_exchange *ex = call->ex;
+    if (call->stop_server_after[0] != '\0' && call->hub->spawner != NULL)
+        spawn_stop(call->hub->spawner, call->stop_server_after);
+    if (call->start_server_after && call->target_id > 0 && call->hub->spawner != NULL) {
+        int rc = spawn_start(call->hub->spawner, call->target_id, call->target);
+        if (rc < 0)
+            log_event(LOG_WARN, "server.start_refused", "user", call->target, "error",
+                      strerror(-rc), (const char *)NULL);
+    }
+    if (status == 0 && job->then != NULL) {
+        job->then(call);
+        return;
+    }
     if (status != 0)
         http_response_set(&ex->res, 503, "text/plain; charset=utf-8", "busy\n", 5);
-    /* log_user points into the call, which is about to go: keep a copy in the arena. */
-    if (ex->log_user != NULL)
-        ex->log_user = arena_strdup(&ex->arena, ex->log_user);
-    free(job->call.path);
-    free(job);
+    hub_call_free(call);
     http_exchange_finish(ex);
 }
 
-void hub_call_queue(struct hub *hub, struct http_exchange *ex, char *path, hub_work_fn fn)
+void hub_call_queue_then(struct hub *hub, struct http_exchange *ex, char *path, hub_work_fn fn,
+                         hub_loop_fn then)
+{
+    hub_call_queue_target(hub, ex, path, "", fn, then);
+}
+
+void hub_call_queue_target(struct hub *hub, struct http_exchange *ex, char *path,
+                           const char *target, hub_work_fn fn, hub_loop_fn then)
 {
     struct hub_job *job = xcalloc(1, sizeof *job);
+    snprintf(job->call.target, sizeof job->call.target, "%s", target);
     job->work.data = job;
     job->call.hub = hub;
     job->call.ex = ex;
     job->call.path = path;
     job->fn = fn;
+    job->then = then;
     if (uv_queue_work(hub->loop, &job->work, job_run, job_done) != 0) {
-        free(path);
-        free(job);
+        hub_call_free(&job->call);
         http_response_set(&ex->res, 503, "text/plain; charset=utf-8", "busy\n", 5);
         http_exchange_finish(ex);
     }
+}
+
+void hub_call_queue(struct hub *hub, struct http_exchange *ex, char *path, hub_work_fn fn)
+{
+    hub_call_queue_then(hub, ex, path, fn, NULL);
 }
 
 /* --- routing ------------------------------------------------------------------------- */
@@ -355,6 +411,8 @@ static void hub_handle(struct http_exchange *ex, void *data)
         hub_call_queue(hub, ex, path, serve_metrics);
         return;
     }
+    if (hub_servers_route(hub, ex, path))
+        return;
     if (path_is(path, "/hub/api")) {
         hub_call_queue(hub, ex, path, api_handle);
         return;
@@ -440,6 +498,33 @@ static void maintenance_tick(uv_timer_t *timer)
 
 /* --- start and stop ------------------------------------------------------------------------ */
 
+/* Proxy statistics are plain counters owned by the loop thread; a scrape reads them
+ * from a worker, which can see a value a moment old but never a torn one (aligned 64-bit
+ * loads). */
+static double proxy_stat_requests(void *data)
+{
+    struct hub *hub = data;
+    return hub->proxy ? (double)proxy_stats(hub->proxy)->requests : 0;
+}
+
+static double proxy_stat_bytes_up(void *data)
+{
+    struct hub *hub = data;
+    return hub->proxy ? (double)proxy_stats(hub->proxy)->bytes_up : 0;
+}
+
+static double proxy_stat_bytes_down(void *data)
+{
+    struct hub *hub = data;
+    return hub->proxy ? (double)proxy_stats(hub->proxy)->bytes_down : 0;
+}
+
+static double proxy_stat_websockets(void *data)
+{
+    struct hub *hub = data;
+    return hub->proxy ? (double)proxy_stats(hub->proxy)->websockets_open : 0;
+}
+
 static void register_metrics(struct hub *hub)
 {
     static const char *const classes[] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
@@ -466,11 +551,67 @@ static void register_metrics(struct hub *hub)
                         "State-changing requests refused for a missing or wrong XSRF token", NULL);
     m->users = metrics_gauge("codehub_users", "User accounts", NULL);
     m->sessions = metrics_gauge("codehub_sessions", "Unexpired login sessions", NULL);
+    m->servers_running = metrics_gauge("codehub_servers_running", "Servers running", NULL);
+    m->servers_starting = metrics_gauge("codehub_servers_starting", "Servers starting", NULL);
+    m->spawn_failures =
+        metrics_counter("codehub_spawn_failures_total", "Server starts that failed", NULL);
+    m->servers_culled =
+        metrics_counter("codehub_servers_culled_total", "Servers stopped for being idle", NULL);
+    static const double spawn_bounds[] = {0.5, 1, 2, 3, 5, 10, 20, 30, 60, 120, 300};
+    m->spawn_seconds = metrics_histogram(
+        "codehub_spawn_duration_seconds", "Time from a start request to the server answering",
+        spawn_bounds, sizeof spawn_bounds / sizeof spawn_bounds[0]);
+    metrics_counter_fn("codehub_proxy_requests_total", "Requests forwarded to workspaces",
+                       proxy_stat_requests, hub);
+    metrics_counter_fn("codehub_proxy_bytes_up_total", "Bytes forwarded to workspaces",
+                       proxy_stat_bytes_up, hub);
+    metrics_counter_fn("codehub_proxy_bytes_down_total", "Bytes forwarded from workspaces",
+                       proxy_stat_bytes_down, hub);
+    metrics_gauge_fn("codehub_proxy_websockets_open", "WebSockets open to workspaces",
+                     proxy_stat_websockets, hub);
+}
+
+static void spawner_closed(void *data)
+{
+    (void)data;
+}
+
+static void proxy_closed(void *data)
+{
+    (void)data;
+}
+
+static void restore_done(void *data, int status)
+{
+    int *flag = data;
+    if (status != 0)
+        log_event(LOG_WARN, "hub.restore_incomplete", "error", strerror(-status),
+                  (const char *)NULL);
+    *flag = 0;
+}
+
+static int load_trusted_proxies(struct hub *hub)
+{
+    const struct config_list *list = &hub->cfg->server.trusted_proxies;
+    hub->trusted_proxies = xcalloc(list->n ? list->n : 1, sizeof *hub->trusted_proxies);
+    for (size_t i = 0; i < list->n; i++) {
+        if (cidr_parse(list->items[i], &hub->trusted_proxies[i]) != 0) {
+            log_event(LOG_ERROR, "hub.bad_trusted_proxy", "value", list->items[i],
+                      (const char *)NULL);
+            return -EINVAL;
+        }
+    }
+    hub->n_trusted_proxies = list->n;
+    return 0;
 }
 
 static void http_stopped(void *data)
 {
     struct hub *hub = data;
+    if (hub->spawner != NULL)
+        spawn_manager_close(hub->spawner, spawner_closed, hub);
+    if (hub->proxy != NULL)
+        proxy_close(hub->proxy, proxy_closed, hub);
     uv_close((uv_handle_t *)&hub->sigterm, NULL);
     uv_close((uv_handle_t *)&hub->sigint, NULL);
     uv_close((uv_handle_t *)&hub->maintenance, NULL);
@@ -558,6 +699,39 @@ int hub_serve(struct config *cfg)
     hub->throttle = auth_throttle_new((unsigned)cfg->auth.throttle_free_attempts,
                                       cfg->auth.throttle_max_delay * 1000, 100000);
     register_metrics(hub);
+    hub->identities = hub_identity_cache_new(8192, IDENTITY_TTL_MS);
+    if (load_trusted_proxies(hub) != 0)
+        goto out;
+
+    struct spawn_metrics sm = {
+        .running = hub->metrics.servers_running,
+        .starting = hub->metrics.servers_starting,
+        .failures = hub->metrics.spawn_failures,
+        .culled = hub->metrics.servers_culled,
+        .duration = hub->metrics.spawn_seconds,
+    };
+    hub->spawner = spawn_manager_new(hub->loop, cfg, hub->store, &sm, &err);
+    if (hub->spawner == NULL) {
+        log_event(LOG_ERROR, "hub.spawner_failed", "error", err ? err : "unknown",
+                  (const char *)NULL);
+        free(err);
+        goto out;
+    }
+    /* Re-attach servers that kept running while no hub was there before taking any
+     * request, so that no workspace request ever sees a half-known state. */
+    int restored = 1;
+    if (spawn_manager_restore(hub->spawner, restore_done, &restored) == 0) {
+        while (restored == 1)
+            uv_run(hub->loop, UV_RUN_ONCE);
+    }
+    struct proxy_options popt = {
+        .connect_timeout_ms = (uint64_t)cfg->proxy.connect_timeout * 1000,
+        .response_timeout_ms = (uint64_t)cfg->proxy.response_timeout * 1000,
+        .websocket_timeout_ms = (uint64_t)cfg->proxy.websocket_timeout * 1000,
+        .body_timeout_ms = (uint64_t)cfg->http.body_timeout * 1000,
+        .keepalive_per_upstream = (size_t)cfg->proxy.upstream_keepalive,
+    };
+    hub->proxy = proxy_new(hub->loop, &popt);
 
     struct http_server_options opt = {
         .parse = {.max_head = (size_t)cfg->http.max_head_size,
@@ -570,6 +744,7 @@ int hub_serve(struct config *cfg)
         .max_connections = (size_t)cfg->http.max_connections,
     };
     hub->http = http_server_new(hub->loop, &opt, hub_handle, hub_request_done, hub);
+    http_server_set_head_handler(hub->http, hub_workspace_head);
     if (config_parse_bind(cfg->server.bind, &host, &port) != 0) {
         log_event(LOG_ERROR, "hub.bad_bind", "bind", cfg->server.bind, (const char *)NULL);
         goto out;
@@ -592,6 +767,15 @@ int hub_serve(struct config *cfg)
 
     char portbuf[16];
     snprintf(portbuf, sizeof portbuf, "%d", http_server_port(hub->http));
+    if (cfg->server.public_url[0] == '\0') {
+        /* Port 0 in the bind: the public URL is known only now. */
+        free(cfg->server.public_url);
+        bool v6 = strchr(host, ':') != NULL;
+        cfg->server.public_url =
+            xasprintf("http://%s%s%s:%s", v6 ? "[" : "",
+                      strcmp(host, "0.0.0.0") == 0 ? "127.0.0.1" : host, v6 ? "]" : "", portbuf);
+    }
+    hub->public_origin = xstrdup(cfg->server.public_url);
     log_event(LOG_INFO, "hub.listening", "bind", host, "port", portbuf, "url",
               cfg->server.public_url, "data_dir", cfg->server.data_dir, (const char *)NULL);
 
@@ -602,11 +786,27 @@ out:
     if (hub->http != NULL && !hub->stopping) {
         /* Listening failed: nothing is connected, but the listener handle may be open. */
         hub->stopping = true;
+        hub->stopping_early = true;
         http_server_shutdown(hub->http, 0, NULL, NULL);
+        uv_run(hub->loop, UV_RUN_DEFAULT);
+    } else if (hub->http == NULL) {
+        hub->stopping_early = true;
+    }
+    if (hub->stopping_early) {
+        if (hub->spawner != NULL)
+            spawn_manager_close(hub->spawner, spawner_closed, hub);
+        if (hub->proxy != NULL)
+            proxy_close(hub->proxy, proxy_closed, hub);
         uv_run(hub->loop, UV_RUN_DEFAULT);
     }
     http_server_free(hub->http);
     free(host);
+    hub_identity_cache_free(hub->identities);
+    free(hub->trusted_proxies);
+    free(hub->public_origin);
+    for (size_t i = 0; i < hub->n_user_refs; i++)
+        free(hub->user_refs[i]);
+    free(hub->user_refs);
     if (hub->throttle != NULL) {
         auth_throttle_free(hub->throttle);
         uv_sem_destroy(&hub->hash_slots);

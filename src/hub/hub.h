@@ -21,6 +21,17 @@
 struct auth_throttle;
 struct metric;
 struct metric_histogram;
+struct proxy;
+struct spawn_manager;
+struct hub_identity_cache;
+struct cidr;
+
+/* A user's name with a stable address, handed to callbacks that outlive a request (the
+ * proxy's activity callback of a WebSocket that stays open for hours). */
+struct hub_user_ref {
+    struct hub *hub;
+    char name[40];
+};
 
 struct hub_metrics {
     struct metric *requests[6]; /* by status class: [1] 1xx … [5] 5xx, [0] other */
@@ -31,6 +42,11 @@ struct hub_metrics {
     struct metric *csrf_failures;
     struct metric *users;    /* gauge, refreshed by the maintenance job and on changes */
     struct metric *sessions; /* gauge, refreshed by the maintenance job and on changes */
+    struct metric *servers_running;
+    struct metric *servers_starting;
+    struct metric *spawn_failures;
+    struct metric *servers_culled;
+    struct metric_histogram *spawn_seconds;
 };
 
 struct hub {
@@ -46,9 +62,18 @@ struct hub {
     const char *xsrf_cookie;    /* "codehub-xsrf" or "__Host-codehub-xsrf" (login form) */
     uv_sem_t hash_slots;        /* bounds concurrent Argon2id hashes (memory-hard) */
     struct hub_metrics metrics;
+    struct spawn_manager *spawner;         /* loop thread only */
+    struct proxy *proxy;                   /* loop thread only */
+    struct hub_identity_cache *identities; /* credential hash → identity, any thread */
+    char *public_origin;                   /* scheme://host[:port] for the Origin check */
+    struct cidr *trusted_proxies;          /* parsed server.trusted_proxies */
+    size_t n_trusted_proxies;
+    struct hub_user_ref **user_refs; /* interned names for long-lived callbacks */
+    size_t n_user_refs;
     uv_signal_t sigterm, sigint;
     uv_timer_t maintenance;
     bool stopping;
+    bool stopping_early; /* start-up failed after parts were made */
     int exit_code;
 };
 
@@ -73,13 +98,38 @@ struct hub_call {
     struct hub_identity id; /* filled by hub_identify() before the handler runs */
     char *path;             /* normalised path (percent-decoded unreserved chars, no dot
                                segments); owned by the call */
+    /* Set by a worker handler to have the loop stop this user's server afterwards (for
+     * example when the account was deleted). */
+    char stop_server_after[40];
+    /* Set by a worker handler to have the loop start call->target's server afterwards. */
+    bool start_server_after;
+    /* For handlers that act on another user's server: filled by their worker step. */
+    char target[40];
+    int64_t target_id; /* 0 when the target user does not exist */
 };
 
 typedef void (*hub_work_fn)(struct hub_call *call);
+typedef void (*hub_loop_fn)(struct hub_call *call);
 
 /* Runs `fn` on the thread pool after identifying the caller, then finishes the exchange
  * on the loop thread. Takes ownership of `path` (freed with the call). */
 void hub_call_queue(struct hub *hub, struct http_exchange *ex, char *path, hub_work_fn fn);
+
+/* Like hub_call_queue, but then runs `then` on the loop thread instead of finishing the
+ * exchange. `fn` may be NULL (identify the caller only). `then` owns the exchange from
+ * there on (finish it, or stream) and must release the call with hub_call_free(). */
+void hub_call_queue_then(struct hub *hub, struct http_exchange *ex, char *path, hub_work_fn fn,
+                         hub_loop_fn then);
+void hub_call_free(struct hub_call *call);
+/* hub_call_queue_then for a handler acting on user `target` (copied into call->target
+ * before the worker runs). */
+void hub_call_queue_target(struct hub *hub, struct http_exchange *ex, char *path,
+                           const char *target, hub_work_fn fn, hub_loop_fn then);
+
+/* The hash that identifies the credential a request carries (bearer token or session
+ * cookie) in hex, or "" when it carries none; `*is_token` tells which. Loop-safe. */
+void hub_credential_hash(const struct hub *hub, const struct http_request *req, char out[72],
+                         bool *is_token);
 
 /* Resolves the session cookie or the Authorization header (`Bearer T` or `token T`) to
  * an identity. Worker thread. Returns 0 (possibly with via == HUB_AUTH_NONE), or -EIO
@@ -114,6 +164,20 @@ void hub_maintenance_kick(struct hub *hub);
 int64_t hub_now_ms(void);
 /* Formats ms since the epoch as ISO 8601 UTC with milliseconds ("2026-11-30T12:00:00.000Z"). */
 void hub_iso8601(int64_t ms, char out[32]);
+
+/* Returns the interned reference for `name` (created on first use, freed with the hub).
+ * Loop thread only. */
+struct hub_user_ref *hub_user_ref(struct hub *hub, const char *name);
+
+/* Routing of /user/NAME/... (src/hub/workspace.c). The server's head hook: returns
+ * HTTP_HEAD_DEFER for workspace requests (authorised and proxied, or refused), else
+ * HTTP_HEAD_BUFFER. */
+int hub_workspace_head(struct http_exchange *ex, void *data);
+
+/* Server control endpoints (src/hub/servers.c): POST/DELETE /hub/api/users/NAME/server,
+ * GET …/server/progress (server-sent events), POST /hub/api/cull. Returns true when `path`
+ * is one of them and the exchange was taken. Loop thread. */
+bool hub_servers_route(struct hub *hub, struct http_exchange *ex, char *path);
 
 /* Runs the hub until SIGTERM/SIGINT; returns the process exit code. `cfg` is borrowed. */
 int hub_serve(struct config *cfg);

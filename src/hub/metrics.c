@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum metric_kind { KIND_COUNTER, KIND_GAUGE, KIND_HISTOGRAM, KIND_GAUGE_FN };
+enum metric_kind { KIND_COUNTER, KIND_GAUGE, KIND_HISTOGRAM, KIND_GAUGE_FN, KIND_COUNTER_FN };
 
-static const char *const kind_names[] = {"counter", "gauge", "histogram", "gauge"};
+static const char *const kind_names[] = {"counter", "gauge", "histogram", "gauge", "counter"};
 
 struct metric_family;
 
@@ -308,7 +308,8 @@ void metric_histogram_observe(struct metric_histogram *h, double value)
     }
 }
 
-void metrics_gauge_fn(const char *name, const char *help, double (*fn)(void *), void *data)
+static void register_fn(const char *name, const char *help, double (*fn)(void *), void *data,
+                        enum metric_kind kind)
 {
     struct metric_family *f;
 
@@ -324,9 +325,19 @@ void metrics_gauge_fn(const char *name, const char *help, double (*fn)(void *), 
         register_failed(name, "already registered");
         return;
     }
-    f = family_add(name, help, KIND_GAUGE_FN);
+    f = family_add(name, help, kind);
     f->fn = fn;
     f->fn_data = data;
+}
+
+void metrics_gauge_fn(const char *name, const char *help, double (*fn)(void *), void *data)
+{
+    register_fn(name, help, fn, data, KIND_GAUGE_FN);
+}
+
+void metrics_counter_fn(const char *name, const char *help, double (*fn)(void *), void *data)
+{
+    register_fn(name, help, fn, data, KIND_COUNTER_FN);
 }
 
 /* Prometheus parses numbers with Go's ParseFloat, which takes any %g or %e output; we print
@@ -418,6 +429,7 @@ void metrics_render(struct buf *out)
             render_histogram(out, f->name, f->histogram);
             break;
         case KIND_GAUGE_FN:
+        case KIND_COUNTER_FN:
             buf_appendf(out, "%s ", f->name);
             append_double(out, f->fn(f->fn_data));
             buf_append_char(out, '\n');

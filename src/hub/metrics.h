@@ -64,6 +64,8 @@ void metric_histogram_observe(struct metric_histogram *h, double value);
  * thread: `fn` must be thread-safe and quick, and `data` must outlive the registry.
  * A malformed or already registered name, or a NULL fn, is logged and ignored. */
 void metrics_gauge_fn(const char *name, const char *help, double (*fn)(void *), void *data);
+/* The same for a counter whose value a function computes (it must never decrease). */
+void metrics_counter_fn(const char *name, const char *help, double (*fn)(void *), void *data);
 
 /* Appends every registered metric to `out` in the Prometheus text format 0.0.4, in
  * registration order (series in registration order within a name). Serve it with

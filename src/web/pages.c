@@ -9,6 +9,7 @@
 #include "http/cookie.h"
 #include "http/form.h"
 #include "http/url.h"
+#include "hub/identity_cache.h"
 #include "hub/metrics.h"
 #include "web/template.h"
 
@@ -457,6 +458,7 @@ static void logout(struct hub_call *call)
         return;
     }
     store_session_delete(hub->store, call->id.session_hash);
+    hub_identity_cache_forget_user(hub->identities, call->id.name);
     metric_add(hub->metrics.sessions, -1);
     log_event(LOG_INFO, "logout", "user", call->id.name, "addr", req->remote_addr,
               (const char *)NULL);
@@ -539,6 +541,7 @@ static void password_post(struct hub_call *call)
     }
     /* Every other session of this user ended with the change; this browser gets a fresh
      * one so that it stays signed in. */
+    hub_identity_cache_forget_user(hub->identities, call->id.name);
     start_session(call, &user);
     store_event_add(hub->store, "user.password", call->id.name, call->id.name, "changed");
     log_event(LOG_INFO, "user.password", "user", call->id.name, "addr", req->remote_addr,
@@ -596,6 +599,56 @@ static void simple_page(struct hub_call *call, const char *title, const char *na
     render_page(call->ex, &call->id, xsrf, 200, title, name, vars, scripts);
 }
 
+/* /hub/spawn-pending/NAME: the progress page; opening it starts the server (on the loop,
+ * after this worker step), as JupyterHub's spawn page does. */
+static void spawn_pending(struct hub_call *call)
+{
+    const char *name = call->path + strlen("/hub/spawn-pending/");
+    const char *why;
+    struct store_user user = {0};
+    struct store_server srv = {0};
+    char *next = NULL;
+    char fallback[64];
+    if (auth_username_check(name, &why) != 0) {
+        error_page(call, 404, "There is no such server.");
+        return;
+    }
+    bool self = strcmp(call->id.name, name) == 0;
+    if (!self && !call->id.admin) {
+        error_page(call, 404, "There is no such server.");
+        return;
+    }
+    int rc = store_user_get(call->hub->store, name, &user);
+    if (rc != 0) {
+        error_page(call, rc == -ENOENT ? 404 : 503,
+                   rc == -ENOENT ? "There is no such server." : "The store is unavailable.");
+        goto out;
+    }
+    snprintf(fallback, sizeof fallback, "/user/%s/", name);
+    next = query_param(&call->ex->req, "next");
+    if (next == NULL || !web_next_is_safe(next)) {
+        free(next);
+        next = xstrdup(fallback);
+    }
+    if (store_server_get(call->hub->store, user.id, &srv) == 0 &&
+        strcmp(srv.state, "running") == 0) {
+        hub_respond_redirect(call, 302, next);
+        goto out;
+    }
+    snprintf(call->target, sizeof call->target, "%s", name);
+    call->target_id = user.id;
+    call->start_server_after = true;
+    char xsrf[AUTH_CSRF_LEN];
+    hub_csrf_token(call->hub, &call->id, xsrf);
+    const char *vars[] = {"user", name, "next", next, NULL};
+    static const char *const scripts[] = {"spawn.js", NULL};
+    render_page(call->ex, &call->id, xsrf, 200, "Starting", "spawn_pending", vars, scripts);
+out:
+    free(next);
+    store_user_clear(&user);
+    store_server_clear(&srv);
+}
+
 void web_handle(struct hub_call *call)
 {
     const char *path = call->path;
@@ -619,7 +672,8 @@ void web_handle(struct hub_call *call)
         return;
     }
 
-    bool known = strcmp(path, "/hub/home") == 0 || strcmp(path, "/hub/admin") == 0 ||
+    bool pending = strncmp(path, "/hub/spawn-pending/", 19) == 0;
+    bool known = pending || strcmp(path, "/hub/home") == 0 || strcmp(path, "/hub/admin") == 0 ||
                  strcmp(path, "/hub/token") == 0 || strcmp(path, "/hub/password") == 0;
     if (!known) {
         error_page(call, 404, "There is nothing at this address.");
@@ -648,7 +702,9 @@ void web_handle(struct hub_call *call)
         error_page(call, 405, "Use GET here.");
         return;
     }
-    if (strcmp(path, "/hub/home") == 0)
+    if (pending)
+        spawn_pending(call);
+    else if (strcmp(path, "/hub/home") == 0)
         home(call);
     else if (strcmp(path, "/hub/token") == 0)
         simple_page(call, "API tokens", "token", "token.js");

@@ -3,9 +3,11 @@ temporary data directory, driven over real sockets."""
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,7 +29,9 @@ class Hub:
 
     def __init__(self, tmp: Path, config: str = "", env=None, port=None):
         self.tmp = tmp
-        self.data_dir = tmp / "data"
+        # Short on purpose: code-server's Unix sockets live below it, and a socket path
+        # may not exceed 107 bytes (pytest's own temporary paths are long).
+        self.data_dir = Path(tempfile.mkdtemp(prefix="chd-", dir="/tmp")) / "data"
         self.config_path = tmp / "codehub.yaml"
         self.config_path.write_text(config)
         self.port = port or free_port()
@@ -148,6 +152,26 @@ def form_xsrf(html):
     return m.group(1)
 
 
+def stop_workspaces(data_dir):
+    """Kills code-server processes a test left running (they outlive the hub on purpose),
+    found by their working directory below the test's data dir."""
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:
+            continue
+        if cwd.startswith(str(data_dir) + "/"):
+            try:
+                os.killpg(int(pid), signal.SIGKILL)
+            except OSError:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except OSError:
+                    pass
+
+
 @pytest.fixture
 def make_hub(tmp_path):
     hubs = []
@@ -164,6 +188,8 @@ def make_hub(tmp_path):
     yield make
     for h in hubs:
         code = h.stop()
+        stop_workspaces(h.data_dir)
+        shutil.rmtree(h.data_dir.parent, ignore_errors=True)
         if os.environ.get("CODEHUB_SANITIZED") and code not in (None, 0, -9):
             raise AssertionError(f"sanitized codehub exited {code}:\n{h.log()[-4000:]}")
 

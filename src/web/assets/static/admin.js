@@ -161,5 +161,23 @@
     });
   });
 
+  const cullForm = document.getElementById('cull-idle');
+  cullForm.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const minutes = Math.max(0, Math.floor(Number(document.getElementById('cull-minutes').value) || 0));
+    if (!window.confirm('Stop every server idle for at least ' + minutes + ' minutes?')) return;
+    const button = cullForm.querySelector('button[type="submit"]');
+    ch.busy(button, async () => {
+      try {
+        const res = await ch.api('POST', '/cull', { idle_seconds: minutes * 60 });
+        ch.setStatus(status, 'Stopping ' + res.stopped + (res.stopped === 1 ? ' server.' : ' servers.'), 'ok');
+      } catch (err) {
+        fail(err);
+        return;
+      }
+      await load();
+    });
+  });
+
   load();
 })();

@@ -76,20 +76,11 @@
     }
   }
 
-  startBtn.addEventListener('click', () => act(async () => {
+  // Starting shows the progress page, which starts the server and opens it when ready.
+  startBtn.addEventListener('click', () => {
     ch.setStatus(message, 'Starting your server…', '');
-    try {
-      const res = await ch.request('POST', path + '/server');
-      if (res.status === 202) {
-        window.location.assign(ch.base + '/hub/spawn-pending/' + encodeURIComponent(user));
-        return;
-      }
-      setState('running');
-      ch.setStatus(message, 'Your server is running.', 'ok');
-    } catch (err) {
-      ch.setStatus(message, explain('Starting the server', err), 'error');
-    }
-  }));
+    window.location.assign(ch.base + '/hub/spawn-pending/' + encodeURIComponent(user));
+  });
 
   stopBtn.addEventListener('click', () => act(async () => {
     ch.setStatus(message, 'Stopping your server…', '');

@@ -1,0 +1,30 @@
+/* A short-lived, bounded cache from a credential's hash (session cookie or API token) to
+ * the identity it stands for, so that proxying a workspace request costs a hash and a
+ * table look-up instead of a store query. Entries live `ttl_ms` (changes made elsewhere —
+ * another process, the CLI — are seen within that time); changes made by this process
+ * (logout, password change, user deletion, admin flag) evict at once. Thread-safe. */
+#ifndef CODEHUB_HUB_IDENTITY_CACHE_H
+#define CODEHUB_HUB_IDENTITY_CACHE_H
+
+#include "hub/hub.h"
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Returns a new cache; free with hub_identity_cache_free(). */
+struct hub_identity_cache *hub_identity_cache_new(size_t max_entries, int64_t ttl_ms);
+void hub_identity_cache_free(struct hub_identity_cache *c);
+
+/* Copies the cached identity for `hash` into *out and returns true, or returns false when
+ * there is none or it is older than the TTL. */
+bool hub_identity_cache_get(struct hub_identity_cache *c, const char *hash, int64_t now_ms,
+                            struct hub_identity *out);
+/* Remembers an authenticated identity (via != HUB_AUTH_NONE) for `hash`. */
+void hub_identity_cache_put(struct hub_identity_cache *c, const char *hash,
+                            const struct hub_identity *id, int64_t now_ms);
+/* Forgets every entry of user `name`. */
+void hub_identity_cache_forget_user(struct hub_identity_cache *c, const char *name);
+size_t hub_identity_cache_size(struct hub_identity_cache *c);
+
+#endif

@@ -1,0 +1,280 @@
+/* /user/NAME/...: the access rule and the hand-over to the proxy.
+ *
+ * Runs on the loop thread from the server's head hook, before any body byte is read, so
+ * that a refused request never streams its body anywhere. The caller's credential is
+ * hashed and looked up in the identity cache; on a miss the store is asked on the thread
+ * pool and the decision continues on the loop. */
+#include "hub/hub.h"
+
+#include "auth/username.h"
+#include "core/alloc.h"
+#include "core/cidr.h"
+#include "core/log.h"
+#include "http/proxy.h"
+#include "http/url.h"
+#include "hub/identity_cache.h"
+#include "spawn/spawner.h"
+#include "web/pages.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+struct pending_identity {
+    uv_work_t work;
+    struct hub *hub;
+    struct http_exchange *ex;
+    struct hub_identity id;
+    int rc;
+};
+
+static bool accepts_html(const struct http_request *req)
+{
+    const char *accept = http_request_header(req, "Accept");
+    return req->method == HTTP_GET && accept != NULL && strstr(accept, "text/html") != NULL;
+}
+
+static void finish_with(struct hub *hub, struct http_exchange *ex, int status, const char *msg)
+{
+    hub_security_headers(hub, &ex->res);
+    http_response_header(&ex->res, "Cache-Control", "no-store");
+    if (accepts_html(&ex->req)) {
+        web_respond_error_page(ex, status, msg);
+    } else {
+        http_response_set(&ex->res, status, "text/plain; charset=utf-8", msg, strlen(msg));
+        buf_append_char(&ex->res.body, '\n');
+    }
+    if (status == 503)
+        http_response_header(&ex->res, "Retry-After", "5");
+    http_exchange_finish(ex);
+}
+
+static void redirect(struct hub *hub, struct http_exchange *ex, const char *prefix,
+                     const char *next_path)
+{
+    struct buf loc = BUF_INIT, next = BUF_INIT;
+    buf_append_str(&next, next_path);
+    if (ex->req.query != NULL) {
+        buf_append_char(&next, '?');
+        buf_append_str(&next, ex->req.query);
+    }
+    buf_append_str(&loc, prefix);
+    http_urlencode(&loc, next.data);
+    hub_security_headers(hub, &ex->res);
+    http_response_header(&ex->res, "Cache-Control", "no-store");
+    http_response_header(&ex->res, "Location", loc.data);
+    ex->res.status = 302;
+    buf_free(&loc);
+    buf_free(&next);
+    http_exchange_finish(ex);
+}
+
+/* The user named by a normalised /user/NAME[/...] path, copied into name[40]. */
+static bool workspace_user(const char *path, char name[40])
+{
+    const char *p = path + strlen("/user/");
+    const char *end = strchr(p, '/');
+    size_t len = end ? (size_t)(end - p) : strlen(p);
+    const char *why;
+    if (len == 0 || len >= 40)
+        return false;
+    memcpy(name, p, len);
+    name[len] = '\0';
+    return auth_username_check(name, &why) == 0;
+}
+
+/* X-Forwarded-* are believed only from configured proxies. */
+static void forwarded_values(struct hub *hub, const struct http_request *req, struct buf *xff,
+                             const char **proto, const char **host)
+{
+    bool trusted = cidr_match_any(hub->trusted_proxies, hub->n_trusted_proxies, req->remote_addr);
+    const char *their_xff = trusted ? http_request_header(req, "X-Forwarded-For") : NULL;
+    if (their_xff != NULL && their_xff[0] != '\0')
+        buf_appendf(xff, "%s, %s", their_xff, req->remote_addr);
+    else
+        buf_append_str(xff, req->remote_addr);
+    const char *their_proto = trusted ? http_request_header(req, "X-Forwarded-Proto") : NULL;
+    *proto = their_proto != NULL && (strcmp(their_proto, "https") == 0) ? "https" : "http";
+    if (their_proto == NULL && hub->secure && trusted)
+        *proto = "https";
+    const char *their_host = trusted ? http_request_header(req, "X-Forwarded-Host") : NULL;
+    *host = their_host != NULL ? their_host : http_request_header(req, "Host");
+}
+
+static bool is_codehub_cookie(const char *name, size_t len, void *data)
+{
+    static const char *const prefixes[] = {"codehub-", "__Host-codehub-", "__Secure-codehub-"};
+    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
+        size_t n = strlen(prefixes[i]);
+        if (len >= n && strncasecmp(name, prefixes[i], n) == 0)
+            return true;
+    }
+    return false;
+}
+
+static void note_activity(void *data)
+{
+    struct hub_user_ref *ref = data;
+    if (ref->hub->spawner != NULL)
+        spawn_note_activity(ref->hub->spawner, ref->name, hub_now_ms());
+}
+
+static void decide(struct hub *hub, struct http_exchange *ex, const struct hub_identity *id)
+{
+    struct http_request *req = &ex->req;
+    char name[40];
+    if (!workspace_user(req->path, name)) {
+        finish_with(hub, ex, 404, "There is no such workspace.");
+        return;
+    }
+    if (id->via == HUB_AUTH_NONE) {
+        if (accepts_html(req))
+            redirect(hub, ex, "/hub/login?next=", req->path);
+        else
+            finish_with(hub, ex, 401, "Sign in first.");
+        return;
+    }
+    bool own = strcmp(id->name, name) == 0;
+    if (!own && !(id->admin && hub->cfg->proxy.admin_access)) {
+        log_event(LOG_WARN, "proxy.denied", "user", id->name, "workspace", name, "addr",
+                  req->remote_addr, (const char *)NULL);
+        finish_with(hub, ex, 403, "This workspace belongs to someone else.");
+        return;
+    }
+    if (req->upgrade) {
+        /* A page on another site must not open a WebSocket into this workspace with
+         * the user's cookie (cross-site WebSocket hijacking). */
+        const char *origin = http_request_header(req, "Origin");
+        if (origin == NULL || strcasecmp(origin, hub->public_origin) != 0) {
+            log_event(LOG_WARN, "proxy.bad_origin", "user", id->name, "origin", origin, "addr",
+                      req->remote_addr, (const char *)NULL);
+            finish_with(hub, ex, 403, "WebSocket from a foreign origin refused.");
+            return;
+        }
+    }
+    const char *route = hub->spawner ? spawn_route(hub->spawner, name) : NULL;
+    if (route == NULL) {
+        if (accepts_html(req)) {
+            char prefix[96];
+            snprintf(prefix, sizeof prefix, "/hub/spawn-pending/%s?next=", name);
+            redirect(hub, ex, prefix, req->path);
+        } else {
+            finish_with(hub, ex, 503, "The server of this workspace is not running.");
+        }
+        return;
+    }
+    char strip[64];
+    snprintf(strip, sizeof strip, "/user/%s", name);
+    struct buf xff = BUF_INIT;
+    const char *proto, *host;
+    forwarded_values(hub, req, &xff, &proto, &host);
+    struct hub_user_ref *ref = hub_user_ref(hub, name);
+    struct proxy_target target = {
+        .upstream = route,
+        .strip_prefix = strip,
+        .forwarded_for = xff.data,
+        .forwarded_proto = proto,
+        .forwarded_host = host,
+        .drop_cookie = is_codehub_cookie,
+        .cookie_data = NULL,
+        .on_activity = own ? note_activity : NULL,
+        .activity_data = ref,
+    };
+    ex->log_user = arena_strdup(&ex->arena, id->name);
+    proxy_forward(hub->proxy, ex, &target);
+    buf_free(&xff);
+}
+
+static void identify_work(uv_work_t *work)
+{
+    struct pending_identity *p = work->data;
+    p->rc = hub_identify(p->hub, &p->ex->req, &p->id);
+}
+
+static void identify_done(uv_work_t *work, int status)
+{
+    struct pending_identity *p = work->data;
+    struct hub *hub = p->hub;
+    struct http_exchange *ex = p->ex;
+    if (status != 0 || p->rc != 0)
+        finish_with(hub, ex, 503, "The hub cannot reach its store right now.");
+    else
+        decide(hub, ex, &p->id);
+    free(p);
+}
+
+int hub_workspace_head(struct http_exchange *ex, void *data)
+{
+    struct hub *hub = data;
+    struct http_request *req = &ex->req;
+    char *norm = NULL;
+
+    /* Cheap test first: only paths that can normalise to /user/... need the work. */
+    if (strncmp(req->path, "/user", 5) != 0 && strchr(req->path, '%') == NULL &&
+        strstr(req->path, "/.") == NULL && strstr(req->path, "//") == NULL)
+        return HTTP_HEAD_BUFFER;
+    if (http_path_normalize(req->path, &norm) != 0)
+        return HTTP_HEAD_BUFFER; /* the normal route answers 400 */
+    bool workspace = strncmp(norm, "/user/", 6) == 0 || strcmp(norm, "/user") == 0;
+    if (!workspace) {
+        free(norm);
+        return HTTP_HEAD_BUFFER;
+    }
+    req->path = arena_strdup(&ex->arena, norm);
+    free(norm);
+    char name[40];
+    if (!workspace_user(req->path, name)) {
+        finish_with(hub, ex, 404, "There is no such workspace.");
+        return HTTP_HEAD_DEFER;
+    }
+    /* /user/ann → /user/ann/: code-server's relative links need the slash. */
+    if (strlen(req->path) == 6 + strlen(name)) {
+        struct buf loc = BUF_INIT;
+        buf_appendf(&loc, "%s/", req->path);
+        if (req->query != NULL)
+            buf_appendf(&loc, "?%s", req->query);
+        hub_security_headers(hub, &ex->res);
+        http_response_header(&ex->res, "Location", loc.data);
+        ex->res.status = 302;
+        buf_free(&loc);
+        http_exchange_finish(ex);
+        return HTTP_HEAD_DEFER;
+    }
+
+    char hash[72];
+    bool is_token;
+    struct hub_identity id;
+    hub_credential_hash(hub, req, hash, &is_token);
+    if (hash[0] == '\0') {
+        memset(&id, 0, sizeof id);
+        decide(hub, ex, &id);
+        return HTTP_HEAD_DEFER;
+    }
+    if (hub_identity_cache_get(hub->identities, hash, hub_now_ms(), &id)) {
+        decide(hub, ex, &id);
+        return HTTP_HEAD_DEFER;
+    }
+    struct pending_identity *p = xcalloc(1, sizeof *p);
+    p->work.data = p;
+    p->hub = hub;
+    p->ex = ex;
+    if (uv_queue_work(hub->loop, &p->work, identify_work, identify_done) != 0) {
+        free(p);
+        finish_with(hub, ex, 503, "The hub is busy.");
+    }
+    return HTTP_HEAD_DEFER;
+}
+
+struct hub_user_ref *hub_user_ref(struct hub *hub, const char *name)
+{
+    for (size_t i = 0; i < hub->n_user_refs; i++)
+        if (strcmp(hub->user_refs[i]->name, name) == 0)
+            return hub->user_refs[i];
+    struct hub_user_ref *ref = xcalloc(1, sizeof *ref);
+    ref->hub = hub;
+    snprintf(ref->name, sizeof ref->name, "%s", name);
+    hub->user_refs = xrealloc(hub->user_refs, (hub->n_user_refs + 1) * sizeof *hub->user_refs);
+    hub->user_refs[hub->n_user_refs++] = ref;
+    return ref;
+}

@@ -1,0 +1,72 @@
+"""Helpers for tests that start real code-server workspaces through the hub."""
+
+import json
+import sqlite3
+import time
+
+import requests
+
+# Fast starts: no venv (python3 -m venv takes seconds), culling off unless a test wants it.
+FAST = "local:\n  init_venv: false\ncull:\n  timeout: 0\n"
+
+
+def start_server(hub, s, name, timeout=90):
+    """Starts NAME's server through the API and waits until it is ready."""
+    r = hub.api(s, "POST", f"/users/{name}/server")
+    assert r.status_code in (201, 202), (r.status_code, r.text)
+    wait_state(hub, s, name, "running", timeout)
+
+
+def user_model(hub, s, name):
+    r = hub.api(s, "GET", f"/users/{name}")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def server_state(model):
+    if model.get("pending") == "spawn":
+        return "starting"
+    if model.get("pending") == "stop":
+        return "stopping"
+    return "running" if model.get("server") else "stopped"
+
+
+def wait_state(hub, s, name, state, timeout=60):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        last = server_state(user_model(hub, s, name))
+        if last == state:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{name}'s server is {last}, not {state}:\n{hub.log()[-3000:]}")
+
+
+def progress_events(hub, s, name, timeout=90):
+    """Reads the progress stream to its end; returns the list of events."""
+    r = s.get(hub.url + f"/hub/api/users/{name}/server/progress", stream=True, timeout=timeout)
+    assert r.status_code == 200, r.text
+    assert r.headers["Content-Type"].startswith("text/event-stream")
+    events = []
+    for line in r.iter_lines(decode_unicode=True):
+        if line and line.startswith("data: "):
+            ev = json.loads(line[6:])
+            events.append(ev)
+            if ev.get("ready") or ev.get("failed"):
+                break
+    r.close()
+    return events
+
+
+def spawner_state(hub, name):
+    db = hub.data_dir / "codehub.sqlite"
+    with sqlite3.connect(db) as con:
+        row = con.execute("SELECT s.state, s.spawner_state FROM servers s JOIN users u "
+                          "ON u.id = s.user_id WHERE u.name = ?", (name,)).fetchone()
+    return (row[0], json.loads(row[1] or "{}")) if row else (None, {})
+
+
+def vscode_page(hub, s, name):
+    """GETs NAME's workspace root through the proxy, following code-server's redirect."""
+    r = s.get(hub.url + f"/user/{name}/", headers={"Accept": "text/html"}, timeout=30)
+    return r

@@ -1,0 +1,100 @@
+#include "hub/identity_cache.h"
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <cmocka.h>
+
+static struct hub_identity ident(const char *name)
+{
+    struct hub_identity id;
+    memset(&id, 0, sizeof id);
+    id.via = HUB_AUTH_SESSION;
+    snprintf(id.name, sizeof id.name, "%s", name);
+    return id;
+}
+
+/* Keys sharing their first 16 hex digits land in the same slot: the worst case for
+ * linear probing and for deletion. */
+static void key(char out[72], int prefix, int n)
+{
+    snprintf(out, 72, "%016x%048x", prefix, n);
+}
+
+static void test_put_get_ttl(void **state)
+{
+    struct hub_identity_cache *c = hub_identity_cache_new(64, 1000);
+    struct hub_identity id = ident("ann"), got;
+    char k[72];
+    key(k, 1, 1);
+    assert_false(hub_identity_cache_get(c, k, 0, &got));
+    hub_identity_cache_put(c, k, &id, 0);
+    assert_true(hub_identity_cache_get(c, k, 999, &got));
+    assert_string_equal(got.name, "ann");
+    assert_false(hub_identity_cache_get(c, k, 1000, &got));
+    /* Anonymous identities are never cached. */
+    struct hub_identity none;
+    memset(&none, 0, sizeof none);
+    key(k, 2, 2);
+    hub_identity_cache_put(c, k, &none, 0);
+    assert_false(hub_identity_cache_get(c, k, 0, &got));
+    hub_identity_cache_free(c);
+}
+
+static void test_forget_user_keeps_others_reachable(void **state)
+{
+    struct hub_identity_cache *c = hub_identity_cache_new(256, 100000);
+    char k[72];
+    struct hub_identity got;
+    /* One long collision run mixing two users, plus other slots. */
+    for (int i = 0; i < 60; i++) {
+        struct hub_identity id = ident(i % 3 == 0 ? "bob" : "ann");
+        key(k, 7, i);
+        hub_identity_cache_put(c, k, &id, 0);
+        struct hub_identity other = ident("cat");
+        key(k, 1000 + i, i);
+        hub_identity_cache_put(c, k, &other, 0);
+    }
+    assert_int_equal(hub_identity_cache_size(c), 120);
+    hub_identity_cache_forget_user(c, "bob");
+    assert_int_equal(hub_identity_cache_size(c), 100);
+    for (int i = 0; i < 60; i++) {
+        key(k, 7, i);
+        bool hit = hub_identity_cache_get(c, k, 1, &got);
+        assert_int_equal(hit, i % 3 != 0);
+        if (hit)
+            assert_string_equal(got.name, "ann");
+        key(k, 1000 + i, i);
+        assert_true(hub_identity_cache_get(c, k, 1, &got));
+    }
+    hub_identity_cache_forget_user(c, "ann");
+    hub_identity_cache_forget_user(c, "cat");
+    assert_int_equal(hub_identity_cache_size(c), 0);
+    hub_identity_cache_free(c);
+}
+
+static void test_bounded(void **state)
+{
+    struct hub_identity_cache *c = hub_identity_cache_new(100, 100000);
+    char k[72];
+    struct hub_identity id = ident("ann");
+    for (int i = 0; i < 10000; i++) {
+        key(k, i, i);
+        hub_identity_cache_put(c, k, &id, 0);
+        assert_true(hub_identity_cache_size(c) <= 100);
+    }
+    hub_identity_cache_free(c);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_put_get_ttl),
+        cmocka_unit_test(test_forget_user_keeps_others_reachable),
+        cmocka_unit_test(test_bounded),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
