@@ -158,6 +158,16 @@ static void redirect_to_login(struct hub_call *call)
     buf_free(&next);
 }
 
+/* Appends <p class="CLASS" role="ROLE">TEXT</p> with TEXT escaped; nothing for NULL. */
+static void message_box(struct buf *out, const char *cls, const char *role, const char *text)
+{
+    if (text == NULL)
+        return;
+    buf_appendf(out, "<p class=\"%s\" role=\"%s\">", cls, role);
+    buf_append_html(out, text);
+    buf_append_str(out, "</p>");
+}
+
 /* --- login ---------------------------------------------------------------------------- */
 
 static bool list_has(const struct config_list *list, const char *name)
@@ -184,11 +194,7 @@ static void render_login(struct hub_call *call, int status, const char *error, c
     free(cookie);
 
     struct buf err = BUF_INIT;
-    if (error != NULL) {
-        buf_append_str(&err, "<p class=\"error\" role=\"alert\">");
-        buf_append_html(&err, error);
-        buf_append_str(&err, "</p>");
-    }
+    message_box(&err, "error", "alert", error);
     const char *hint = "";
     if (hub->cfg->auth.open_signup)
         hint = "<p class=\"hint\">First time here? Choose your password: your first login "
@@ -472,16 +478,8 @@ static void render_password(struct hub_call *call, int status, const char *error
     char xsrf[AUTH_CSRF_LEN];
     hub_csrf_token(call->hub, &call->id, xsrf);
     struct buf err = BUF_INIT, note = BUF_INIT;
-    if (error != NULL) {
-        buf_append_str(&err, "<p class=\"error\" role=\"alert\">");
-        buf_append_html(&err, error);
-        buf_append_str(&err, "</p>");
-    }
-    if (notice != NULL) {
-        buf_append_str(&note, "<p class=\"notice\" role=\"status\">");
-        buf_append_html(&note, notice);
-        buf_append_str(&note, "</p>");
-    }
+    message_box(&err, "error", "alert", error);
+    message_box(&note, "notice", "status", notice);
     const char *vars[] = {"xsrf",   xsrf,
                           "user",   call->id.name,
                           "error",  err.data ? err.data : "",
