@@ -7,7 +7,7 @@ VENV       := .deps/venv
 PYTEST     := $(VENV)/bin/python -m pytest
 JOBS       ?= $(shell nproc)
 
-.PHONY: all deps build run test test-unit test-integ asan bench bench-quick format check-source clean
+.PHONY: all deps build run test test-unit test-integ asan fuzz bench bench-quick format check-source clean
 
 all: build
 
@@ -53,6 +53,18 @@ asan:
 	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		CODEHUB_BIN=$(abspath $(ASAN_BUILD))/codehub CODEHUB_SANITIZED=1 \
 		$(PYTEST) tests/integ -q -p no:cacheprovider
+
+FUZZ_BUILD   ?= build-fuzz
+FUZZ_SECONDS ?= 60
+
+# Every libFuzzer driver in fuzz/ for FUZZ_SECONDS each, from its seed corpus (copied to
+# an ignored folder so the checked-in seeds stay small) with its dictionary.
+fuzz:
+	@$(MAKE) --no-print-directory deps
+	@CC=clang cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+		-DCODEHUB_FUZZ=ON >/dev/null
+	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target $$(cd fuzz && ls fuzz_*.c | sed 's/\.c$$//')
+	@scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
 # Benchmarks beside their peers (nginx, …), one run on this machine; writes
 # docs/benchmarks.md tables and bench/results/*.json. See bench/README.md.
