@@ -17,7 +17,7 @@
 
 #define START_WAIT_MS 10000 /* like JupyterHub's slow_spawn_timeout: 201 if ready by then */
 #define STOP_WAIT_MS 5000   /* like slow_stop_timeout: 204 if stopped by then */
-#define STOP_POLL_MS 50
+#define STOP_POLL_MS 10
 
 enum server_op { OP_START, OP_STOP, OP_PROGRESS, OP_CULL };
 
