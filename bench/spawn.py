@@ -17,7 +17,7 @@ A5    code-server started directly, exactly as codehub's local spawner starts it
       home that codehub initialised; from the spawn, GET / over the Unix socket every 5 ms,
       following code-server's redirect to ./?folder=..., until a 200 with HTML arrives: the
       earliest moment code-server can serve its page.
-A100  the same start, but polled as codehub polls: GET /healthz every 100 ms from the spawn
+A100  the same start, but polled as codehub did before it polled from 10 ms (fixed 100 ms): GET /healthz every 100 ms from the spawn
       (one probe at a time, a new connection each), and once it answers 2xx/3xx, GET / and
       the redirect: codehub's own procedure without codehub.
 B     through codehub: GET /hub/login (not timed), then the login POST (Argon2id verify),
@@ -271,7 +271,7 @@ class Direct:
                 "SHELL": "/bin/bash", "PATH": SAFE_PATH, "LANG": "C.UTF-8"}
 
     def run(self, mode):
-        """One start, measured; mode "A5" (GET / every 5 ms) or "A100" (codehub's polling).
+        """One start, measured; mode "A5" (GET / every 5 ms) or "A100" (a fixed 100 ms poll, codehub's former one).
         Stops the server again before returning."""
         # As codehub does: a socket left behind would make code-server fail to listen.
         try:
@@ -850,7 +850,7 @@ OVERHEADS = [
     ("proxy_vs_A100",
      "B 201 → first HTML through the proxy − A100 /healthz answered → first HTML direct",
      "B", "ready_to_html_ms", "A100", "ready_to_html_ms"),
-    ("poll_A100_vs_A5", "A100 spawn → first HTML − A5 spawn → first HTML (codehub's polling, "
+    ("poll_A100_vs_A5", "A100 spawn → first HTML − A5 spawn → first HTML (a fixed 100 ms poll, codehub's former one, "
      "without codehub)", "A100", "spawn_to_html_ms", "A5", "spawn_to_html_ms"),
     ("login_vs_raw", "B login POST → 303 − raw crypto_pwhash_str_verify",
      "B", "login_ms", "B", "raw_verify_ms"),
