@@ -804,8 +804,14 @@ out:
     hub_identity_cache_free(hub->identities);
     free(hub->trusted_proxies);
     free(hub->public_origin);
-    for (size_t i = 0; i < hub->n_user_refs; i++)
-        free(hub->user_refs[i]);
+    for (size_t i = 0; i < hub->n_user_buckets; i++) {
+        struct hub_user_ref *ref = hub->user_refs[i];
+        while (ref != NULL) {
+            struct hub_user_ref *next = ref->next;
+            free(ref);
+            ref = next;
+        }
+    }
     free(hub->user_refs);
     if (hub->throttle != NULL) {
         auth_throttle_free(hub->throttle);

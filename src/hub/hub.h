@@ -30,6 +30,7 @@ struct cidr;
  * proxy's activity callback of a WebSocket that stays open for hours). */
 struct hub_user_ref {
     struct hub *hub;
+    struct hub_user_ref *next; /* in its hash bucket */
     char name[40];
 };
 
@@ -68,7 +69,9 @@ struct hub {
     char *public_origin;                   /* scheme://host[:port] for the Origin check */
     struct cidr *trusted_proxies;          /* parsed server.trusted_proxies */
     size_t n_trusted_proxies;
-    struct hub_user_ref **user_refs; /* interned names for long-lived callbacks */
+    struct hub_user_ref **user_refs; /* interned names for long-lived callbacks: a chained
+                                        hash table of n_user_buckets (a power of two) */
+    size_t n_user_buckets;
     size_t n_user_refs;
     uv_signal_t sigterm, sigint;
     uv_timer_t maintenance;

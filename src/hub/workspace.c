@@ -16,6 +16,7 @@
 #include "spawn/spawner.h"
 #include "web/pages.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -266,15 +267,52 @@ int hub_workspace_head(struct http_exchange *ex, void *data)
     return HTTP_HEAD_DEFER;
 }
 
+static size_t name_bucket(const char *name, size_t nbuckets)
+{
+    /* FNV-1a: names are short, and the table only needs an even spread. */
+    uint64_t h = 1469598103934665603ULL;
+    for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+        h = (h ^ *p) * 1099511628211ULL;
+    return (size_t)(h & (nbuckets - 1));
+}
+
+/* Doubles the table when it averages more than two names a bucket: a look-up runs on
+ * every proxied request. */
+static void user_refs_grow(struct hub *hub)
+{
+    size_t n = hub->n_user_buckets ? hub->n_user_buckets * 2 : 64;
+    struct hub_user_ref **table = xcalloc(n, sizeof *table);
+    for (size_t i = 0; i < hub->n_user_buckets; i++) {
+        struct hub_user_ref *ref = hub->user_refs[i];
+        while (ref != NULL) {
+            struct hub_user_ref *next = ref->next;
+            size_t b = name_bucket(ref->name, n);
+            ref->next = table[b];
+            table[b] = ref;
+            ref = next;
+        }
+    }
+    free(hub->user_refs);
+    hub->user_refs = table;
+    hub->n_user_buckets = n;
+}
+
 struct hub_user_ref *hub_user_ref(struct hub *hub, const char *name)
 {
-    for (size_t i = 0; i < hub->n_user_refs; i++)
-        if (strcmp(hub->user_refs[i]->name, name) == 0)
-            return hub->user_refs[i];
+    if (hub->n_user_buckets > 0) {
+        for (struct hub_user_ref *ref = hub->user_refs[name_bucket(name, hub->n_user_buckets)];
+             ref != NULL; ref = ref->next)
+            if (strcmp(ref->name, name) == 0)
+                return ref;
+    }
+    if (hub->n_user_refs >= hub->n_user_buckets * 2)
+        user_refs_grow(hub);
     struct hub_user_ref *ref = xcalloc(1, sizeof *ref);
     ref->hub = hub;
     snprintf(ref->name, sizeof ref->name, "%s", name);
-    hub->user_refs = xrealloc(hub->user_refs, (hub->n_user_refs + 1) * sizeof *hub->user_refs);
-    hub->user_refs[hub->n_user_refs++] = ref;
+    size_t b = name_bucket(name, hub->n_user_buckets);
+    ref->next = hub->user_refs[b];
+    hub->user_refs[b] = ref;
+    hub->n_user_refs++;
     return ref;
 }

@@ -532,38 +532,41 @@ static void on_timer(uv_timer_t *t)
     advance(hi);
 }
 
-/* Runs `argv` (argv[0] absolute) as the running step. Returns 0 or a negative errno. */
-static int run_step(struct home_init *hi, char **argv, const char *step)
+int home_spawn(uv_loop_t *loop, uv_process_t *proc, const char *file, char **argv, char **env,
+               const char *cwd, int log_fd, const struct home_owner *owner, uv_exit_cb exit_cb)
 {
     uv_stdio_container_t stdio[3];
     stdio[0].flags = UV_IGNORE;
     for (int i = 1; i < 3; i++) {
-        if (hi->log_fd >= 0) {
-            stdio[i].flags = UV_INHERIT_FD;
-            stdio[i].data.fd = hi->log_fd;
-        } else {
-            stdio[i].flags = UV_IGNORE;
-        }
+        stdio[i].flags = log_fd >= 0 ? UV_INHERIT_FD : UV_IGNORE;
+        stdio[i].data.fd = log_fd;
     }
     uv_process_options_t o;
     memset(&o, 0, sizeof o);
-    o.file = argv[0];
+    o.file = file;
     o.args = argv;
-    o.env = hi->env;
-    o.cwd = hi->home;
-    o.exit_cb = on_step_exit;
+    o.env = env;
+    o.cwd = cwd;
+    o.exit_cb = exit_cb;
     o.stdio = stdio;
     o.stdio_count = 3;
-    /* Its own process group, so that a cancel or a timeout reaches its children too. */
     o.flags = UV_PROCESS_DETACHED;
-    if (hi->owner.chown) {
+    if (owner->chown) {
         o.flags |= UV_PROCESS_SETUID | UV_PROCESS_SETGID;
-        o.uid = hi->owner.uid;
-        o.gid = hi->owner.gid;
+        o.uid = owner->uid;
+        o.gid = owner->gid;
     }
+    return uv_spawn(loop, proc, &o);
+}
+
+/* Runs `argv` (argv[0] absolute) as the running step. Returns 0 or a negative errno. */
+static int run_step(struct home_init *hi, char **argv, const char *step)
+{
     uv_process_t *proc = xcalloc(1, sizeof *proc);
     proc->data = hi;
-    int rc = uv_spawn(hi->loop, proc, &o);
+    /* Its own process group, so that a cancel or a timeout reaches its children too. */
+    int rc = home_spawn(hi->loop, proc, argv[0], argv, hi->env, hi->home, hi->log_fd, &hi->owner,
+                        on_step_exit);
     if (rc < 0) {
         /* A failed uv_spawn still initialised the handle: it must be closed. */
         hi->open_handles++;

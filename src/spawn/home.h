@@ -44,6 +44,14 @@ struct home_owner {
     gid_t gid;
 };
 
+/* Starts argv[0] (`file`) with uv_spawn in its own session and process group (setsid:
+ * signals reach its whole tree, and a hub crash does not take it along), stdin ignored,
+ * stdout and stderr to `log_fd` (ignored when < 0), in `cwd`, and as the owner's uid and
+ * gid when owner->chown. `proc->data` must be set by the caller. Returns uv_spawn's
+ * result; as with uv_spawn, the handle must be closed even when it failed. */
+int home_spawn(uv_loop_t *loop, uv_process_t *proc, const char *file, char **argv, char **env,
+               const char *cwd, int log_fd, const struct home_owner *owner, uv_exit_cb exit_cb);
+
 /* Creates the directory `path` (mode `mode`) when missing; its parent must exist and is
  * trusted (it belongs to the hub). With owner->chown the directory is given to the owner.
  * With `force_mode` an existing directory gets `mode` too. Fails with -ENOTDIR when

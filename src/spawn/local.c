@@ -830,31 +830,9 @@ static void spawn_code_server(struct spawner_server *s)
     argv[k] = NULL;
     char **env = build_env(s, cfg);
 
-    uv_stdio_container_t stdio[3];
-    stdio[0].flags = UV_IGNORE;
-    stdio[1].flags = UV_INHERIT_FD;
-    stdio[1].data.fd = s->log_fd;
-    stdio[2].flags = UV_INHERIT_FD;
-    stdio[2].data.fd = s->log_fd;
-    uv_process_options_t o;
-    memset(&o, 0, sizeof o);
-    o.file = lb->code_server;
-    o.args = argv;
-    o.env = env;
-    o.cwd = s->home;
-    o.exit_cb = on_proc_exit;
-    o.stdio = stdio;
-    o.stdio_count = 3;
-    /* setsid: its own session and process group, out of the hub's terminal and group, so
-     * signals reach its whole tree and a hub crash does not take it along. */
-    o.flags = UV_PROCESS_DETACHED;
-    if (s->owner.chown) {
-        o.flags |= UV_PROCESS_SETUID | UV_PROCESS_SETGID;
-        o.uid = s->owner.uid;
-        o.gid = s->owner.gid;
-    }
     s->proc.data = s;
-    int rc = uv_spawn(lb->loop, &s->proc, &o);
+    int rc = home_spawn(lb->loop, &s->proc, lb->code_server, argv, env, s->home, s->log_fd,
+                        &s->owner, on_proc_exit);
     s->proc_open = true;
     s->open_handles++;
     close(s->log_fd);
