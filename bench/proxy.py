@@ -181,12 +181,12 @@ def wait_port(port, timeout=20, proc=None):
 
 # --- codehub --------------------------------------------------------------------------------------
 
-def start_codehub(procs, binary, tmp, config):
+def start_codehub(procs, binary, tmp, config, extra_env=None):
     log_path = tmp / "codehub.log"
     logf = open(log_path, "ab")
     argv = ["taskset", "-c", PROXY_CPU, str(binary), "serve", "--config", str(config),
             "--bind", "127.0.0.1:0", "--data-dir", str(tmp / "d")]
-    proc = procs.start(argv, stdout=logf, stderr=logf, env=clean_env(), cwd=str(tmp))
+    proc = procs.start(argv, stdout=logf, stderr=logf, env=clean_env(extra_env), cwd=str(tmp))
     logf.close()
     deadline = time.monotonic() + 20
     port = None
@@ -398,6 +398,12 @@ def main():
     ap.add_argument("--connections", help="comma-separated, e.g. 50,200")
     ap.add_argument("--no-1mib", action="store_true", help="full mode without the 1 MiB runs")
     ap.add_argument("--report")
+    ap.add_argument("--codehub-env", action="append", default=[], metavar="CODEHUB_X=V",
+                    help="extra environment for codehub (a config setting), e.g. "
+                         "CODEHUB_PROXY_UPSTREAM_MAX_CONNS=0; recorded in the result")
+    ap.add_argument("--hold", action="store_true",
+                    help="set everything up, print each side's URL and PIDs, and wait for "
+                         "SIGTERM/SIGINT (for profiling by hand)")
     args = ap.parse_args()
     if args.report:
         print(render_markdown(json.loads(Path(args.report).read_text()), args.report))
@@ -472,7 +478,10 @@ def run(procs, tmp, args, state, reps, conns, big, warmup):
     if res.returncode != 0:
         raise RuntimeError(f"user add: {res.stderr.decode()}")
 
-    hub, hub_port, hub_argv = start_codehub(procs, binary, tmp, config)
+    extra_env = dict(kv.split("=", 1) for kv in args.codehub_env)
+    hub, hub_port, hub_argv = start_codehub(procs, binary, tmp, config, extra_env)
+    if extra_env:
+        hub_argv = [f"{k}={v}" for k, v in extra_env.items()] + hub_argv
     state["hub_port"] = hub_port
     log(f"codehub pid {hub.pid} on port {hub_port}")
     session, cookies, token = login_and_start(hub_port)
@@ -531,6 +540,13 @@ def run(procs, tmp, args, state, reps, conns, big, warmup):
         if status != 200 or body != (www / "file-1k.bin").read_bytes():
             raise RuntimeError(f"{side['label']}: GET file-1k.bin gave {status}, {len(body)} B")
     rss_start = {s["label"]: rss_kib(s["pids"]) for s in sides if s["pids"]}
+    if args.hold:
+        for side in sides:
+            hdrs = " ".join(f"-H '{h}'" for h in side.get("headers", ()))
+            log(f"{side['label']}: pids {side['pids']} wrk {hdrs} {side['base']}/file-1k.bin")
+        log("holding; send SIGTERM to stop")
+        while True:
+            time.sleep(3600)
 
     results = {}
     for c in conns:

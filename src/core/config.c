@@ -165,8 +165,11 @@ static const struct config_key config_keys[] = {
      NULL, "time a workspace server has to start its response"},
     {"proxy", "websocket_timeout", CONFIG_DURATION, OFF(proxy.websocket_timeout), "1h", 1, 7 * DAY,
      NULL, NULL, "time a WebSocket may carry nothing in either direction before it is closed"},
-    {"proxy", "upstream_keepalive", CONFIG_INTEGER, OFF(proxy.upstream_keepalive), "16", 0, 1024,
+    {"proxy", "upstream_keepalive", CONFIG_INTEGER, OFF(proxy.upstream_keepalive), "64", 0, 1024,
      NULL, NULL, "idle connections kept open to each workspace server for reuse"},
+    {"proxy", "upstream_max_conns", CONFIG_INTEGER, OFF(proxy.upstream_max_conns), "256", 0, 65536,
+     NULL, NULL,
+     "HTTP connections open to one workspace server at once; more requests wait (0: no cap)"},
 
     {"cull", "timeout", CONFIG_DURATION, OFF(cull.timeout), "1h", 0, 365 * DAY, NULL, NULL,
      "stop servers with no user activity for this long (0: never)"},

@@ -77,7 +77,8 @@ struct config {
         int64_t connect_timeout;    /* seconds to connect to a workspace, default 10 */
         int64_t response_timeout;   /* seconds to the upstream's response head, default 300 */
         int64_t websocket_timeout;  /* seconds a WebSocket may be silent both ways, default 1h */
-        int64_t upstream_keepalive; /* idle upstream connections kept per workspace, 16 */
+        int64_t upstream_keepalive; /* idle upstream connections kept per workspace, 64 */
+        int64_t upstream_max_conns; /* HTTP connections open per workspace at once, 256 */
     } proxy;
     struct {
         int64_t timeout; /* seconds without user activity before a server stops, 0 = never */

@@ -47,6 +47,8 @@
  * timeout is 5 s, so it usually closes first and we notice the EOF). */
 #define POOL_IDLE_MS 60000
 #define ACTIVITY_EVERY_MS 1000
+/* How often requests waiting for an upstream connection are checked for their deadline. */
+#define WAIT_SWEEP_MS 250
 
 #define DEFAULT_CONNECT_MS 10000
 #define DEFAULT_RESPONSE_MS 60000
@@ -57,6 +59,7 @@ struct preq;
 struct tunnel;
 
 struct pool {
+    struct proxy *p;
     char *key; /* the upstream string */
     struct pool *hnext;
     bool is_unix;
@@ -64,6 +67,12 @@ struct pool {
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     struct upconn *idle; /* most recently used first */
     size_t nidle;
+    size_t nhttp; /* connections for plain exchanges: connecting, busy or idle */
+    /* Requests waiting for a connection while nhttp is at max_conns_per_upstream, oldest
+     * first. Each holds a reference to the pool. */
+    struct preq *wait_head, *wait_tail;
+    struct pool *kick_next; /* p->kicks: has waiters and a connection came free */
+    bool kick_queued;
     unsigned refs; /* connections and requests using it */
     uint64_t last_activity_ms;
 };
@@ -92,6 +101,7 @@ struct upconn {
     bool broken;         /* must not go back to the pool */
     bool write_failed;   /* the upstream stopped taking the request; its answer may follow */
     bool connect_failed; /* uv_tcp_connect refused at once */
+    bool counted;        /* in pool->nhttp */
     uint64_t deadline;   /* of the current phase, loop time; 0: none */
     unsigned writes_pending;
     struct upconn *prev, *next;           /* p->conns */
@@ -122,6 +132,9 @@ struct preq {
     bool client_failed; /* writing to the client failed: it is gone */
     bool retried;
     bool up_keepalive;
+    bool waiting;           /* in pool's wait queue */
+    uint64_t wait_deadline; /* loop time; answered 503 when still waiting then */
+    struct preq *wait_next; /* pool->wait_head */
     unsigned client_writes; /* write_body calls waiting for `written` */
     char *held;             /* read buffer referenced by client writes */
     struct buf client_101;  /* the 101 head for the client */
@@ -188,7 +201,10 @@ struct proxy {
     struct pwrite *free_writes;
     size_t nfree_writes;
     struct buf scratch; /* response headers being filtered */
-    uv_timer_t keeper;  /* only so that close has a handle to wait for */
+    /* Runs pool kicks on the next loop turn and expires waiting requests; closed last. */
+    uv_timer_t keeper;
+    struct pool *kicks; /* pools to kick, through pool->kick_next */
+    size_t nwaiting;    /* requests in all wait queues */
     bool closing;
     bool keeper_closed;
     void (*close_done)(void *);
@@ -199,8 +215,10 @@ static void up_close(struct upconn *up);
 static void up_disarm(struct upconn *up);
 static void up_read_start(struct upconn *up);
 static void up_send(struct preq *r);
+static void up_dispatch(struct preq *r);
 static void preq_maybe_free(struct preq *r);
 static void preq_fail(struct preq *r, int status, bool retryable);
+static void preq_upstream_error(struct preq *r, int status);
 static void tunnel_close(struct tunnel *t);
 static void proxy_maybe_done(struct proxy *p);
 
@@ -425,6 +443,7 @@ static struct pool *pool_get(struct proxy *p, const char *upstream)
         }
     }
     struct pool *pl = xcalloc(1, sizeof *pl);
+    pl->p = p;
     if (pool_parse(pl, upstream) != 0) {
         free(pl);
         return NULL;
@@ -486,6 +505,19 @@ static void up_handle_closed(uv_handle_t *handle)
     proxy_maybe_done(p);
 }
 
+static void pool_kick_later(struct pool *pl);
+
+/* A connection leaves the plain-exchange count (closing or becoming a tunnel): a waiting
+ * request may now open one. */
+static void up_uncount(struct upconn *up)
+{
+    if (!up->counted)
+        return;
+    up->counted = false;
+    up->pool->nhttp--;
+    pool_kick_later(up->pool);
+}
+
 /* Closes the connection; whoever used it has already let go (up->req, up->tunnel NULL). */
 static void up_close(struct upconn *up)
 {
@@ -496,6 +528,7 @@ static void up_close(struct upconn *up)
     up->state = UP_CLOSING;
     up->req = NULL;
     up->tunnel = NULL;
+    up_uncount(up);
     up_disarm(up);
     uv_timer_stop(&up->timer);
     /* Pending writes are cancelled; their callbacks run before the close callback. */
@@ -578,7 +611,8 @@ static void up_release(struct upconn *up)
     struct proxy *p = up->p;
     struct pool *pl = up->pool;
     up->req = NULL;
-    if (up->broken || p->closing || pl->nidle >= p->opt.keepalive_per_upstream ||
+    if (up->broken || p->closing ||
+        (pl->nidle >= p->opt.keepalive_per_upstream && pl->wait_head == NULL) ||
         up->writes_pending > 0) {
         up_close(up);
         return;
@@ -594,6 +628,7 @@ static void up_release(struct upconn *up)
     /* Reading while idle notices the upstream closing (or misbehaving). */
     up_read_start(up);
     up_arm(up, POOL_IDLE_MS);
+    pool_kick_later(pl);
 }
 
 /* --- client-facing answers ------------------------------------------------------------------ */
@@ -669,12 +704,125 @@ static struct preq *preq_new(struct proxy *p)
     return r;
 }
 
+/* --- waiting for a connection --------------------------------------------------------------- */
+
+static void keeper_cb(uv_timer_t *timer);
+
+/* Queues `r` until its pool has a connection to spare (see up_send). */
+static void wait_push(struct preq *r)
+{
+    struct proxy *p = r->p;
+    struct pool *pl = r->pool;
+    r->waiting = true;
+    r->wait_next = NULL;
+    p->stats.waited++;
+    r->wait_deadline = uv_now(p->loop) + p->opt.connect_timeout_ms;
+    if (pl->wait_tail != NULL)
+        pl->wait_tail->wait_next = r;
+    else
+        pl->wait_head = r;
+    pl->wait_tail = r;
+    if (p->nwaiting++ == 0)
+        uv_timer_start(&p->keeper, keeper_cb, WAIT_SWEEP_MS, WAIT_SWEEP_MS);
+}
+
+/* Takes `r` out of its pool's queue (anywhere in it). */
+static void wait_remove(struct preq *r)
+{
+    struct pool *pl = r->pool;
+    struct preq *prev = NULL;
+    for (struct preq *w = pl->wait_head; w != NULL; prev = w, w = w->wait_next) {
+        if (w != r)
+            continue;
+        if (prev != NULL)
+            prev->wait_next = r->wait_next;
+        else
+            pl->wait_head = r->wait_next;
+        if (pl->wait_tail == r)
+            pl->wait_tail = prev;
+        break;
+    }
+    r->waiting = false;
+    r->wait_next = NULL;
+    if (--r->p->nwaiting == 0 && !r->p->closing && r->p->kicks == NULL)
+        uv_timer_stop(&r->p->keeper);
+}
+
+/* A connection of `pl` came free (idle or closed): serve its waiters on the next loop
+ * turn, never from inside the callback that freed it. */
+static void pool_kick_later(struct pool *pl)
+{
+    struct proxy *p = pl->p;
+    if (pl->wait_head == NULL || pl->kick_queued || p->closing)
+        return;
+    pl->kick_queued = true;
+    pl->refs++;
+    pl->kick_next = p->kicks;
+    p->kicks = pl;
+    uv_timer_start(&p->keeper, keeper_cb, 0, WAIT_SWEEP_MS);
+}
+
+/* Hands free connections of `pl` to its waiters, oldest first. */
+static void pool_kick(struct pool *pl)
+{
+    struct proxy *p = pl->p;
+    size_t max = p->opt.max_conns_per_upstream;
+    while (pl->wait_head != NULL && (pl->idle != NULL || max == 0 || pl->nhttp < max)) {
+        struct preq *r = pl->wait_head;
+        wait_remove(r);
+        up_dispatch(r);
+    }
+}
+
+/* Answers 503 to every waiter whose time is up. */
+static void wait_expire(struct proxy *p, uint64_t now)
+{
+    for (size_t i = 0; i < p->nbuckets; i++) {
+        for (struct pool *pl = p->buckets[i]; pl != NULL; pl = pl->hnext) {
+            while (pl->wait_head != NULL && pl->wait_head->wait_deadline <= now) {
+                struct preq *r = pl->wait_head;
+                wait_remove(r);
+                p->stats.wait_timeouts++;
+                log_event(LOG_WARN, "proxy.upstream_busy", "upstream", pl->key, (const char *)NULL);
+                struct http_exchange *ex = r->ex;
+                r->ex = NULL;
+                preq_upstream_error(r, 503);
+                respond_page(ex, 503, "Your server is busy",
+                             "Your server has too many requests in progress. Try again in a "
+                             "moment.");
+                preq_maybe_free(r);
+            }
+        }
+    }
+}
+
+static void keeper_cb(uv_timer_t *timer)
+{
+    struct proxy *p = timer->data;
+    struct pool *kicks = p->kicks;
+    p->kicks = NULL;
+    while (kicks != NULL) {
+        struct pool *pl = kicks;
+        kicks = pl->kick_next;
+        pl->kick_next = NULL;
+        pl->kick_queued = false;
+        pool_kick(pl);
+        pool_unref(p, pl);
+    }
+    if (p->nwaiting > 0)
+        wait_expire(p, uv_now(p->loop));
+    if (p->nwaiting == 0 && p->kicks == NULL)
+        uv_timer_stop(&p->keeper);
+}
+
 /* Frees the request when nothing refers to it any more. */
 static void preq_maybe_free(struct preq *r)
 {
     if (r->ex != NULL || r->up != NULL || r->client_writes > 0)
         return;
     struct proxy *p = r->p;
+    if (r->waiting)
+        wait_remove(r);
     if (r->prev != NULL)
         r->prev->next = r->next;
     else
@@ -996,8 +1144,9 @@ static void up_connect_cb(uv_connect_t *req, int status)
     preq_start_on(r, up);
 }
 
-/* Gets a connection for `r`: a pooled one unless this is a retry, else a new one. */
-static void up_send(struct preq *r)
+/* Gets a connection for `r`: a pooled one unless this is a retry, else a new one, else
+ * (at the cap) a place in the queue. */
+static void up_dispatch(struct preq *r)
 {
     struct proxy *p = r->p;
     struct pool *pl = r->pool;
@@ -1009,7 +1158,17 @@ static void up_send(struct preq *r)
         preq_start_on(r, up);
         return;
     }
+    /* At the cap, wait for a connection to come free rather than overflow the upstream's
+     * listen backlog (a Unix socket refuses with EAGAIN then). A retry replaces the
+     * connection it lost, so it does not wait. */
+    size_t max = p->opt.max_conns_per_upstream;
+    if (!r->retried && max > 0 && pl->nhttp >= max) {
+        wait_push(r);
+        return;
+    }
     struct upconn *up = up_new(p, pl);
+    up->counted = true;
+    pl->nhttp++;
     up->state = UP_CONNECTING;
     up->req = r;
     r->up = up;
@@ -1026,6 +1185,17 @@ static void up_send(struct preq *r)
         up->connect_failed = true;
         up_arm(up, 0);
     }
+}
+
+/* Sends `r` upstream, behind any requests already waiting for this upstream: a newcomer
+ * never takes a connection that came free from under the oldest waiter. */
+static void up_send(struct preq *r)
+{
+    if (!r->retried && r->pool->wait_head != NULL) {
+        wait_push(r);
+        return;
+    }
+    up_dispatch(r);
 }
 
 /* --- upstream responses --------------------------------------------------------------------- */
@@ -1701,6 +1871,7 @@ static void tunnel_start(struct preq *r, const char *extra, size_t extra_len)
     up->req = NULL;
     up->tunnel = t;
     up->state = UP_TUNNEL;
+    up_uncount(up);
     up->broken = true;
     t->on_activity = r->on_activity;
     t->activity_data = r->activity_data;
@@ -1843,6 +2014,13 @@ void proxy_close(struct proxy *p, void (*done)(void *), void *data)
         struct upconn *next = up->next;
         up_close(up);
         up = next;
+    }
+    while (p->kicks != NULL) {
+        struct pool *pl = p->kicks;
+        p->kicks = pl->kick_next;
+        pl->kick_next = NULL;
+        pl->kick_queued = false;
+        pool_unref(p, pl);
     }
     uv_close((uv_handle_t *)&p->keeper, keeper_closed);
 }

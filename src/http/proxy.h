@@ -24,6 +24,10 @@ struct proxy_options {
     uint64_t websocket_timeout_ms; /* a tunnel silent in both directions this long closes */
     uint64_t body_timeout_ms;      /* a body (either way) making no progress this long */
     size_t keepalive_per_upstream; /* idle upstream connections kept per address */
+    /* Connections for plain exchanges open at once per address (tunnels not counted); a
+     * request beyond it waits for one to come free, up to connect_timeout_ms, then gets a
+     * 503. 0: no cap. */
+    size_t max_conns_per_upstream;
 };
 
 struct proxy_stats {
@@ -35,6 +39,8 @@ struct proxy_stats {
     uint64_t retries;         /* requests retried on a fresh connection */
     uint64_t connections;     /* upstream connections opened */
     uint64_t reused;          /* requests sent on a pooled connection */
+    uint64_t waited;          /* requests that queued for a connection (at the cap) */
+    uint64_t wait_timeouts;   /* of those, answered 503 when no connection came free */
 };
 
 struct proxy;

@@ -62,6 +62,9 @@ enum framing { FRAME_NONE, FRAME_DISCARD, FRAME_LENGTH, FRAME_CHUNKED, FRAME_CLO
 #define DEFER_FLUSH 1u    /* write a queued response head */
 #define DEFER_DONE 2u     /* a response completed with nothing left to write */
 #define DEFER_BODY_END 4u /* tell the owner its body failed */
+#define DEFER_WRITTEN 8u  /* run the callbacks of writes that completed at once */
+/* A write of at most this many buffers is first tried at once (see conn_write). */
+#define TRY_WRITE_BUFS 8
 
 /* Everything about the request/response in flight; reset for every request. */
 struct conn_exchange_state {
@@ -127,6 +130,8 @@ struct http_conn {
     bool peer_eof;    /* the client shut its sending side; answer, then close */
     uint64_t idle_since_ms, head_since_ms, linger_since_ms; /* timeout stamps */
     unsigned deferred;
+    /* Writes that went out whole at once, whose callbacks are due (DEFER_WRITTEN). */
+    struct http_write *written_head, *written_tail;
     struct http_conn *defer_prev, *defer_next;
     bool in_defer_list;
     char remote_addr[64];
@@ -481,14 +486,58 @@ static void conn_write_cb(uv_write_t *req, int status)
         conn_timer_update(c);
 }
 
+static void conn_defer(struct http_conn *c, unsigned what);
+
 /* Writes bufs[0..n) with write `w` (its callback fields set). Returns 0 or -ECONNRESET
- * (then `w` is released without calling back and the connection is closing). */
+ * (then `w` is released without calling back and the connection is closing).
+ *
+ * With nothing queued, the bytes are first written at once (uv_try_write); when they all
+ * go, the callback is deferred to the idle handle, as it must never run inside this call.
+ * Besides saving libuv a queued write, this spares the epoll_ctl that libuv issues after
+ * every completed uv_write (it drops POLLOUT even when it was never set): one syscall per
+ * proxied response. */
 static int conn_write(struct http_conn *c, struct http_write *w, uv_buf_t *bufs, unsigned n)
 {
     w->c = c;
     w->req.data = w;
     if (c->writes_pending == 0)
         c->x.write_progress_ms = now_ms(c->srv);
+    uv_buf_t rest[TRY_WRITE_BUFS];
+    if (c->writes_pending == 0 && n <= TRY_WRITE_BUFS) {
+        size_t total = 0;
+        for (unsigned i = 0; i < n; i++)
+            total += bufs[i].len;
+        int k = uv_try_write((uv_stream_t *)c->tcp, bufs, n);
+        if (k >= 0 && (size_t)k == total) {
+            w->next_free = NULL;
+            if (c->written_tail != NULL)
+                c->written_tail->next_free = w;
+            else
+                c->written_head = w;
+            c->written_tail = w;
+            c->writes_pending++;
+            conn_defer(c, DEFER_WRITTEN);
+            conn_timer_update(c);
+            return 0;
+        }
+        if (k > 0) {
+            /* Queue what is left. */
+            size_t skip = (size_t)k;
+            unsigned m = 0;
+            for (unsigned i = 0; i < n; i++) {
+                if (skip >= bufs[i].len) {
+                    skip -= bufs[i].len;
+                    continue;
+                }
+                rest[m] = uv_buf_init(bufs[i].base + skip, (unsigned)(bufs[i].len - skip));
+                skip = 0;
+                m++;
+            }
+            bufs = rest;
+            n = m;
+        }
+        /* An error (other than EAGAIN) shows again in uv_write or its callback. */
+    }
     int rc = uv_write(&w->req, (uv_stream_t *)c->tcp, bufs, n, conn_write_cb);
     if (rc != 0) {
         write_put(c->srv, w);
@@ -678,6 +727,17 @@ static void server_idle_cb(uv_idle_t *idle)
         }
         if ((what & DEFER_DONE) != 0 && c->state == CONN_WRITING && c->writes_pending == 0)
             conn_response_done(c);
+        if ((what & DEFER_WRITTEN) != 0) {
+            /* Last: each callback holds a pending write, so `c` stays until the last one,
+             * which may free it. */
+            struct http_write *w = c->written_head;
+            c->written_head = c->written_tail = NULL;
+            while (w != NULL) {
+                struct http_write *next = w->next_free;
+                conn_write_cb(&w->req, 0);
+                w = next;
+            }
+        }
     }
     uv_idle_stop(idle);
 }
@@ -807,6 +867,13 @@ static bool conn_wants_parse(const struct http_conn *c)
            !c->x.body_paused && !c->x.body_failed && c->ex != NULL;
 }
 
+/* Whether the request whose head is in hand has no body at all (so nothing the parser
+ * would be fed for it is left to read). */
+static bool request_has_no_body(const struct http_conn *c)
+{
+    return c->ex != NULL && !c->ex->req.chunked && c->ex->req.content_length <= 0;
+}
+
 /* Whether the socket should be read now. */
 static void conn_sync_reading(struct http_conn *c)
 {
@@ -821,8 +888,11 @@ static void conn_sync_reading(struct http_conn *c)
             break;
         if (conn_wants_parse(c))
             want = true;
-        else if (c->x.req_complete && c->in.len < WATCH_INPUT_CAP)
-            want = true; /* watch for the client going away; keep a next request */
+        else if ((c->x.req_complete || request_has_no_body(c)) && c->in.len < WATCH_INPUT_CAP)
+            want = true; /* watch for the client going away; keep a next request. A
+                          * deferred head with no body counts as complete: what follows
+                          * is the next request, so reading on costs no stop and restart
+                          * (an epoll_ctl each) per proxied request. */
         break;
     case CONN_WRITING:
         /* Keep reading if we were (no stop/start per request), within the same bound. */

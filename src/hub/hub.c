@@ -525,6 +525,30 @@ static double proxy_stat_websockets(void *data)
     return hub->proxy ? (double)proxy_stats(hub->proxy)->websockets_open : 0;
 }
 
+static double proxy_stat_connections(void *data)
+{
+    struct hub *hub = data;
+    return hub->proxy ? (double)proxy_stats(hub->proxy)->connections : 0;
+}
+
+static double proxy_stat_reused(void *data)
+{
+    struct hub *hub = data;
+    return hub->proxy ? (double)proxy_stats(hub->proxy)->reused : 0;
+}
+
+static double proxy_stat_waited(void *data)
+{
+    struct hub *hub = data;
+    return hub->proxy ? (double)proxy_stats(hub->proxy)->waited : 0;
+}
+
+static double proxy_stat_wait_timeouts(void *data)
+{
+    struct hub *hub = data;
+    return hub->proxy ? (double)proxy_stats(hub->proxy)->wait_timeouts : 0;
+}
+
 static void register_metrics(struct hub *hub)
 {
     static const char *const classes[] = {"other", "1xx", "2xx", "3xx", "4xx", "5xx"};
@@ -569,6 +593,17 @@ static void register_metrics(struct hub *hub)
                        proxy_stat_bytes_down, hub);
     metrics_gauge_fn("codehub_proxy_websockets_open", "WebSockets open to workspaces",
                      proxy_stat_websockets, hub);
+    metrics_counter_fn("codehub_proxy_upstream_connections_total",
+                       "Connections opened to workspace servers", proxy_stat_connections, hub);
+    metrics_counter_fn("codehub_proxy_upstream_reused_total",
+                       "Requests sent on a kept-alive workspace connection", proxy_stat_reused,
+                       hub);
+    metrics_counter_fn("codehub_proxy_upstream_waited_total",
+                       "Requests that waited for a workspace connection (upstream_max_conns)",
+                       proxy_stat_waited, hub);
+    metrics_counter_fn("codehub_proxy_upstream_busy_total",
+                       "Requests answered 503 after waiting connect_timeout for a connection",
+                       proxy_stat_wait_timeouts, hub);
 }
 
 static void spawner_closed(void *data)
@@ -730,6 +765,7 @@ int hub_serve(struct config *cfg)
         .websocket_timeout_ms = (uint64_t)cfg->proxy.websocket_timeout * 1000,
         .body_timeout_ms = (uint64_t)cfg->http.body_timeout * 1000,
         .keepalive_per_upstream = (size_t)cfg->proxy.upstream_keepalive,
+        .max_conns_per_upstream = (size_t)cfg->proxy.upstream_max_conns,
     };
     hub->proxy = proxy_new(hub->loop, &popt);
 

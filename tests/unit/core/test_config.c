@@ -1231,7 +1231,7 @@ static void test_each_key(void **state)
     struct key_names keys = {.n = 0};
     config_each_key(collect_key, &keys);
     /* Every field of struct config has a row. */
-    assert_int_equal(keys.n, 43);
+    assert_int_equal(keys.n, 44);
     assert_string_equal(keys.names[0], "server.bind");
     assert_string_equal(keys.names[keys.n - 1], "cull.every");
     for (size_t i = 0; i < keys.n; i++) {

@@ -1277,6 +1277,98 @@ static void test_proxy_close(void **state)
     fx_stop(&f);
 }
 
+/* --- the connection cap ---------------------------------------------------------------------- */
+
+static void script_conn_cap(struct fx *f)
+{
+    struct cl c[5];
+    struct up u[2];
+    /* Four requests, a little apart so that they queue in order; the cap is 2. */
+    for (int i = 0; i < 4; i++) {
+        char req[64];
+        cl_open(&c[i], f->port);
+        snprintf(req, sizeof req, "GET /user/ann/%d HTTP/1.1\r\nHost: h\r\n\r\n", i);
+        T_CHECK(cl_sends(&c[i], req));
+        sleep_ms(30);
+    }
+    T_CHECK(up_accept(f->lfd, &u[0], 2000));
+    T_CHECK(up_accept(f->lfd, &u[1], 2000));
+    /* Not a third connection: the other two requests wait. */
+    struct up extra;
+    T_CHECK(!up_accept(f->lfd, &extra, 300));
+    T_CHECK(up_read(&u[0]) && up_read(&u[1]));
+    T_CHECK((strcmp(u[0].target, "/0") == 0 && strcmp(u[1].target, "/1") == 0) ||
+            (strcmp(u[0].target, "/1") == 0 && strcmp(u[1].target, "/0") == 0));
+    T_CHECK(stats(f)->waited == 2);
+    /* Answering on one connection hands it to the oldest waiter, /2, then /3. */
+    for (int want = 2; want <= 3; want++) {
+        T_CHECK(up_send(&u[0], "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
+        T_CHECK(up_read(&u[0]));
+        char t[8];
+        snprintf(t, sizeof t, "/%d", want);
+        T_CHECK(strcmp(u[0].target, t) == 0);
+    }
+    T_CHECK(up_send(&u[0], "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
+    T_CHECK(up_send(&u[1], "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
+    for (int i = 0; i < 4; i++) {
+        T_CHECK(cl_response(&c[i], HTTP_GET));
+        T_CHECK(c[i].status == 200);
+    }
+    T_CHECK(stats(f)->connections == 2);
+
+    /* Both connections busy and a waiter that no connection comes to within the connect
+     * timeout: 503, and the upstream never saw it. */
+    T_CHECK(cl_sends(&c[0], "GET /user/ann/a HTTP/1.1\r\nHost: h\r\n\r\n"));
+    T_CHECK(cl_sends(&c[1], "GET /user/ann/b HTTP/1.1\r\nHost: h\r\n\r\n"));
+    T_CHECK(up_read(&u[0]) && up_read(&u[1]));
+    cl_open(&c[4], f->port);
+    T_CHECK(cl_sends(&c[4], "GET /user/ann/c HTTP/1.1\r\nHost: h\r\n\r\n"));
+    T_CHECK(cl_response(&c[4], HTTP_GET));
+    T_CHECK(c[4].status == 503);
+    T_CHECK(c[4].body.data != NULL && strstr(c[4].body.data, "busy") != NULL);
+    T_CHECK(stats(f)->wait_timeouts == 1);
+    T_CHECK(up_send(&u[0], "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
+    T_CHECK(up_send(&u[1], "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
+    T_CHECK(cl_response(&c[0], HTTP_GET) && cl_response(&c[1], HTTP_GET));
+
+    /* A waiter whose client leaves is dropped from the queue; the next one is served. */
+    T_CHECK(cl_sends(&c[0], "GET /user/ann/d HTTP/1.1\r\nHost: h\r\n\r\n"));
+    T_CHECK(cl_sends(&c[1], "GET /user/ann/e HTTP/1.1\r\nHost: h\r\n\r\n"));
+    T_CHECK(up_read(&u[0]) && up_read(&u[1]));
+    T_CHECK(cl_sends(&c[2], "GET /user/ann/gone HTTP/1.1\r\nHost: h\r\n\r\n"));
+    sleep_ms(30);
+    T_CHECK(cl_sends(&c[3], "GET /user/ann/f HTTP/1.1\r\nHost: h\r\n\r\n"));
+    sleep_ms(30);
+    cl_close(&c[2]);
+    sleep_ms(50);
+    T_CHECK(up_send(&u[0], "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
+    T_CHECK(up_read(&u[0]));
+    T_CHECK(strcmp(u[0].target, "/f") == 0);
+    T_CHECK(up_send(&u[0], "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
+    T_CHECK(up_send(&u[1], "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"));
+    T_CHECK(cl_response(&c[0], HTTP_GET) && cl_response(&c[1], HTTP_GET));
+    T_CHECK(cl_response(&c[3], HTTP_GET) && c[3].status == 200);
+    T_CHECK(stats(f)->connections == 2);
+    up_close(&u[0]);
+    up_close(&u[1]);
+    cl_close(&c[0]);
+    cl_close(&c[1]);
+    cl_close(&c[3]);
+    cl_close(&c[4]);
+}
+
+static void test_connection_cap(void **state)
+{
+    struct fx f;
+    struct proxy_options o = default_popt;
+    o.max_conns_per_upstream = 2;
+    o.connect_timeout_ms = 400;
+    fx_start(&f, &o, false);
+    fx_run(&f, script_conn_cap);
+    assert_int_equal(atomic_load(&f.last_error), 503);
+    fx_stop(&f);
+}
+
 static int setup(void **state)
 {
     /* A peer that closes makes writes fail with EPIPE instead of killing the process (the
@@ -1300,6 +1392,7 @@ int main(void)
         cmocka_unit_test(test_websocket_refused_and_timeout),
         cmocka_unit_test(test_tunnel_shutdown),
         cmocka_unit_test(test_proxy_close),
+        cmocka_unit_test(test_connection_cap),
     };
     const char *only = getenv("TEST_ONLY");
     if (only != NULL)
