@@ -72,13 +72,13 @@ bench:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory build
 	@bench/deps.sh
-	@$(VENV)/bin/python bench/hub.py
+	@$(VENV)/bin/python bench/run.py
 
 bench-quick:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory build
 	@bench/deps.sh
-	@$(VENV)/bin/python bench/hub.py --quick
+	@$(VENV)/bin/python bench/run.py --quick
 
 format:
 	@clang-format -i $$(git ls-files '*.c' '*.h')
