@@ -83,3 +83,7 @@ fi
 
 # 3. code-server (quiet and quick when already installed).
 scripts/install-code-server.sh
+
+# 4. The Kubernetes test harness (tests/kube, Go): a cold build takes a few minutes, later
+#    runs are silent when the binary is newer than its sources.
+scripts/build-kubetest.sh
