@@ -1873,6 +1873,10 @@ static void tunnel_start(struct preq *r, const char *extra, size_t extra_len)
     up->state = UP_TUNNEL;
     up_uncount(up);
     up->broken = true;
+    /* A tunnel only moves bytes: the response parser (with the 101's head in its buffer)
+     * is dead weight for the rest of a long-lived WebSocket. Not inside the parser here. */
+    http_parse_free(up->parser);
+    up->parser = NULL;
     t->on_activity = r->on_activity;
     t->activity_data = r->activity_data;
     t->c2s = (struct tunnel_dir){t, client, &up->io.stream, true, false, false};
