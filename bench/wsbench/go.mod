@@ -1,0 +1,3 @@
+module codehub/bench/wsbench
+
+go 1.26
