@@ -5,6 +5,7 @@
 #include "auth/password.h"
 #include "auth/username.h"
 #include "core/alloc.h"
+#include "spawn/kube.h"
 #include "store/store.h"
 
 #include <errno.h>
@@ -297,7 +298,24 @@ static int user_del_run(const struct cli_args *args)
     if (rc < 0)
         fprintf(stderr, "codehub: warning: cannot record the event: %s\n", strerror(-rc));
 
-    if (purge) {
+    if (purge && strcmp(cfg.spawn.spawner, "kubernetes") == 0) {
+        /* The home is the user's volume claim in the cluster. */
+        char *err = NULL;
+        rc = spawn_kube_purge(&cfg, name, &err);
+        if (rc < 0 && rc != -ENOENT) {
+            code = cli_fail("deleted user %s, but could not remove their volume claim: %s", name,
+                            err != NULL ? err : strerror(-rc));
+            free(err);
+            goto done;
+        }
+        free(err);
+        char *claim = spawn__kube_name(cfg.kube.pvc_name, name);
+        if (rc == 0)
+            printf("deleted user %s and their volume claim %s\n", name, claim);
+        else
+            printf("deleted user %s (there was no volume claim %s)\n", name, claim);
+        free(claim);
+    } else if (purge) {
         enum cli_purge_result result;
         rc = cli_purge_user_home(cfg.server.data_dir, name, &result);
         if (rc < 0) {

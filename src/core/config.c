@@ -17,6 +17,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <jansson.h>
 #include <libfyaml.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -32,6 +33,7 @@ enum config_type {
     CONFIG_SIZE,     /* bytes */
     CONFIG_ENUM,     /* a char * holding one of `choices` */
     CONFIG_LIST,     /* struct config_list */
+    CONFIG_JSON,     /* a char * holding compact JSON text (object or array) */
 };
 
 /* Extra syntax check for a string value or for each item of a list. Returns 0, or -EINVAL
@@ -58,8 +60,22 @@ static int check_username(const char *value, struct buf *msg);
 static int check_store_url(const char *value, struct buf *msg);
 
 static int check_env_entry(const char *value, struct buf *msg);
+static int check_k8s_name(const char *value, struct buf *msg);
+static int check_label_value(const char *value, struct buf *msg);
+static int check_abs_path(const char *value, struct buf *msg);
+static int check_quantity(const char *value, struct buf *msg);
+static int check_quantity_nonempty(const char *value, struct buf *msg);
+static int check_name_template(const char *value, struct buf *msg);
+static int check_access_mode(const char *value, struct buf *msg);
+static int check_json_string_map(const char *value, struct buf *msg);
+static int check_json_label_map(const char *value, struct buf *msg);
+static int check_json_volumes(const char *value, struct buf *msg);
+static int check_json_mounts(const char *value, struct buf *msg);
+static int check_json_objects(const char *value, struct buf *msg);
+static int check_json_profiles(const char *value, struct buf *msg);
 
-static const char *const spawners[] = {"local", NULL};
+static const char *const spawners[] = {"local", "kubernetes", NULL};
+static const char *const pull_policies[] = {"IfNotPresent", "Always", "Never", NULL};
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const log_formats[] = {"text", "json", NULL};
 
@@ -132,7 +148,8 @@ static const struct config_key config_keys[] = {
      NULL, NULL, "cap of the delay that doubles with each further failed login"},
 
     {"spawn", "spawner", CONFIG_ENUM, OFF(spawn.spawner), "local", 0, 0, spawners, NULL,
-     "how servers run: local (one code-server process per user on this machine)"},
+     "how servers run: local (one code-server process per user on this machine) or kubernetes "
+     "(one pod and one volume claim per user)"},
     {"spawn", "start_timeout", CONFIG_DURATION, OFF(spawn.start_timeout), "120s", 1, HOUR, NULL,
      NULL, "time a starting server has to answer its health check before the start fails"},
     {"spawn", "stop_timeout", CONFIG_DURATION, OFF(spawn.stop_timeout), "10s", 0, HOUR, NULL, NULL,
@@ -175,13 +192,82 @@ static const struct config_key config_keys[] = {
      "stop servers with no user activity for this long (0: never)"},
     {"cull", "every", CONFIG_DURATION, OFF(cull.every), "1m", 1, DAY, NULL, NULL,
      "how often the culler looks for idle servers"},
+    {"kube", "kubeconfig", CONFIG_STRING, OFF(kube.kubeconfig), "", 0, 0, NULL, NULL,
+     "kubeconfig file to reach the cluster; empty: the in-cluster service account"},
+    {"kube", "context", CONFIG_STRING, OFF(kube.context), "", 0, 0, NULL, NULL,
+     "kubeconfig context to use; empty: its current-context"},
+    {"kube", "namespace", CONFIG_STRING, OFF(kube.namespace), "", 0, 0, NULL, check_k8s_name,
+     "namespace of the pods and claims; empty: the context's or service account's"},
+    {"kube", "hub_name", CONFIG_STRING, OFF(kube.hub_name), "codehub", 0, 0, NULL,
+     check_label_value, "value of the codehub.io/hub label that marks this hub's pods"},
+    {"kube", "image", CONFIG_STRING, OFF(kube.image), "codehub/workspace:latest", 0, 0, NULL,
+     check_nonempty, "workspace container image"},
+    {"kube", "image_pull_policy", CONFIG_ENUM, OFF(kube.image_pull_policy), "IfNotPresent", 0, 0,
+     pull_policies, NULL, "IfNotPresent, Always or Never"},
+    {"kube", "uid", CONFIG_INTEGER, OFF(kube.uid), "-1", -1, 2147483647, NULL, NULL,
+     "user id the container runs as (runAsUser); -1: the image's own"},
+    {"kube", "gid", CONFIG_INTEGER, OFF(kube.gid), "-1", -1, 2147483647, NULL, NULL,
+     "group id the container runs as (runAsGroup); -1: the image's own"},
+    {"kube", "fs_gid", CONFIG_INTEGER, OFF(kube.fs_gid), "-1", -1, 2147483647, NULL, NULL,
+     "group that owns the mounted volumes (fsGroup); -1: none set"},
+    {"kube", "port", CONFIG_INTEGER, OFF(kube.port), "8080", 1, 65535, NULL, NULL,
+     "port code-server listens on inside the pod"},
+    {"kube", "health_path", CONFIG_STRING, OFF(kube.health_path), "/healthz", 0, 0, NULL,
+     check_abs_path, "path the hub (and the readiness probe) GETs to know the server answers"},
+    {"kube", "command", CONFIG_LIST, OFF(kube.command), "", 0, 0, NULL, NULL,
+     "container command; empty: the image's entrypoint"},
+    {"kube", "args", CONFIG_LIST, OFF(kube.args), "", 0, 0, NULL, NULL,
+     "container arguments; empty: the image's cmd"},
+    {"kube", "env", CONFIG_LIST, OFF(kube.env), "", 0, 0, NULL, check_env_entry,
+     "extra NAME=value environment entries for the workspace container"},
+    {"kube", "cpu_guarantee", CONFIG_STRING, OFF(kube.cpu_guarantee), "", 0, 0, NULL,
+     check_quantity, "CPU request (a Kubernetes quantity: 500m, 2); empty: none"},
+    {"kube", "cpu_limit", CONFIG_STRING, OFF(kube.cpu_limit), "", 0, 0, NULL, check_quantity,
+     "CPU limit; empty: none"},
+    {"kube", "mem_guarantee", CONFIG_STRING, OFF(kube.mem_guarantee), "", 0, 0, NULL,
+     check_quantity, "memory request (a Kubernetes quantity: 512Mi, 2Gi); empty: none"},
+    {"kube", "mem_limit", CONFIG_STRING, OFF(kube.mem_limit), "", 0, 0, NULL, check_quantity,
+     "memory limit; empty: none"},
+    {"kube", "service_account", CONFIG_STRING, OFF(kube.service_account), "", 0, 0, NULL,
+     check_k8s_name, "service account of the workspace pods; empty: the namespace's default"},
+    {"kube", "automount_service_account_token", CONFIG_BOOL,
+     OFF(kube.automount_service_account_token), "false", 0, 0, NULL, NULL,
+     "mount the service account's API token into the workspace"},
+    {"kube", "volumes", CONFIG_JSON, OFF(kube.volumes), "[]", 0, 0, NULL, check_json_volumes,
+     "extra pod volumes: a list of Kubernetes Volume objects (YAML or JSON)"},
+    {"kube", "volume_mounts", CONFIG_JSON, OFF(kube.volume_mounts), "[]", 0, 0, NULL,
+     check_json_mounts, "extra mounts of the workspace container: a list of VolumeMount objects"},
+    {"kube", "home_mount_path", CONFIG_STRING, OFF(kube.home_mount_path), "/home/coder", 0, 0, NULL,
+     check_abs_path, "where the user's volume claim is mounted in the container"},
+    {"kube", "pod_name", CONFIG_STRING, OFF(kube.pod_name), "codehub-{user}", 0, 0, NULL,
+     check_name_template, "pod name template; {user} is the user name made DNS-safe"},
+    {"kube", "pvc_name", CONFIG_STRING, OFF(kube.pvc_name), "claim-{user}", 0, 0, NULL,
+     check_name_template, "volume claim name template; {user} as for pod_name"},
+    {"kube", "storage_capacity", CONFIG_STRING, OFF(kube.storage_capacity), "10Gi", 0, 0, NULL,
+     check_quantity_nonempty, "size requested for each user's volume claim"},
+    {"kube", "storage_class", CONFIG_STRING, OFF(kube.storage_class), "", 0, 0, NULL, NULL,
+     "storage class of the claims; empty: the cluster's default class"},
+    {"kube", "storage_access_modes", CONFIG_LIST, OFF(kube.storage_access_modes), "ReadWriteOnce",
+     0, 0, NULL, check_access_mode, "access modes of the claims"},
+    {"kube", "node_selector", CONFIG_JSON, OFF(kube.node_selector), "{}", 0, 0, NULL,
+     check_json_label_map, "node labels the workspace pods require (a mapping)"},
+    {"kube", "tolerations", CONFIG_JSON, OFF(kube.tolerations), "[]", 0, 0, NULL,
+     check_json_objects, "tolerations of the workspace pods: a list of Toleration objects"},
+    {"kube", "labels", CONFIG_JSON, OFF(kube.labels), "{}", 0, 0, NULL, check_json_label_map,
+     "extra labels of the pods and claims (a mapping)"},
+    {"kube", "annotations", CONFIG_JSON, OFF(kube.annotations), "{}", 0, 0, NULL,
+     check_json_string_map, "extra annotations of the pods and claims (a mapping)"},
+    {"kube", "profiles", CONFIG_JSON, OFF(kube.profiles), "{}", 0, 0, NULL, check_json_profiles,
+     "named overrides a user may choose when starting (see docs/config.md)"},
 };
 
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
-/* CODEHUB_* variables that are not keys: CONFIG is the config file path main reads; the
+/* CODEHUB_* variables that are not keys: CONFIG is the config file path main reads;
+ * K8S_SERVICEACCOUNT_DIR is read by the in-cluster Kubernetes config (docs/k8s.md); the
  * others are set by the test harness (CMake/ctest and the integration tests). */
-static const char *const env_ignored[] = {"CONFIG", "BIN", "SOURCE_DIR", "SANITIZED", NULL};
+static const char *const env_ignored[] = {
+    "CONFIG", "BIN", "SOURCE_DIR", "SANITIZED", "K8S_SERVICEACCOUNT_DIR", NULL};
 
 #define ENV_PREFIX "CODEHUB_"
 #define MAX_NAME 128           /* longer than any "section.key" or environment name we build */
@@ -783,6 +869,478 @@ static int check_store_url(const char *value, struct buf *msg)
     return -EINVAL;
 }
 
+/* ---- Kubernetes values ---- */
+
+static bool is_lower_alnum(char c)
+{
+    return is_digit(c) || (c >= 'a' && c <= 'z');
+}
+
+static bool is_alnum(char c)
+{
+    return is_lower_alnum(c) || (c >= 'A' && c <= 'Z');
+}
+
+/* A DNS-1123 label (namespaces, service accounts), or empty for "not set". */
+static int check_k8s_name(const char *value, struct buf *msg)
+{
+    size_t len = strlen(value);
+    bool ok = len <= 63;
+    for (size_t i = 0; ok && i < len; i++)
+        ok = is_lower_alnum(value[i]) || (value[i] == '-' && i > 0 && i + 1 < len);
+    if (ok)
+        return 0;
+    buf_appendf(msg,
+                "'%s' is not a valid Kubernetes name (up to 63 lowercase letters, digits and "
+                "inner '-')",
+                value);
+    return -EINVAL;
+}
+
+static bool label_value_valid(const char *v)
+{
+    size_t len = strlen(v);
+    if (len > 63)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        char c = v[i];
+        bool inner = c == '-' || c == '_' || c == '.';
+        if (!is_alnum(c) && !(inner && i > 0 && i + 1 < len))
+            return false;
+    }
+    return true;
+}
+
+/* [PREFIX/]NAME: PREFIX a DNS subdomain, NAME as a label value but not empty. */
+static bool label_key_valid(const char *k)
+{
+    const char *slash = strchr(k, '/');
+    const char *name = slash ? slash + 1 : k;
+    if (slash) {
+        size_t plen = (size_t)(slash - k);
+        if (plen == 0 || plen > 253 || !host_name_valid(k, plen))
+            return false;
+    }
+    return name[0] != '\0' && label_value_valid(name);
+}
+
+static int check_label_value(const char *value, struct buf *msg)
+{
+    if (value[0] != '\0' && label_value_valid(value))
+        return 0;
+    buf_appendf(msg,
+                "'%s' is not a valid label value (1 to 63 letters, digits and inner '-', '_', "
+                "'.')",
+                value);
+    return -EINVAL;
+}
+
+static int check_abs_path(const char *value, struct buf *msg)
+{
+    if (value[0] == '/')
+        return 0;
+    buf_appendf(msg, "'%s' is not an absolute path", value);
+    return -EINVAL;
+}
+
+/* A Kubernetes resource quantity: a decimal number with an optional suffix (m, k, M, G, T,
+ * P, E, Ki, Mi, Gi, Ti, Pi, Ei) or exponent. Empty means "not set". */
+static int check_quantity(const char *value, struct buf *msg)
+{
+    static const char *const suffixes[] = {"",   "m",  "k",  "M",  "G",  "T",  "P", "E",
+                                           "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", NULL};
+    const char *p = value;
+    if (*p == '\0')
+        return 0;
+    size_t digits = strspn(p, "0123456789");
+    p += digits;
+    if (*p == '.') {
+        p++;
+        size_t frac = strspn(p, "0123456789");
+        digits += frac;
+        p += frac;
+    }
+    bool ok = digits > 0;
+    if (ok && (*p == 'e' || *p == 'E') && is_digit(p[1])) {
+        p++;
+        p += strspn(p, "0123456789");
+        ok = *p == '\0';
+    } else if (ok) {
+        ok = false;
+        for (const char *const *sfx = suffixes; *sfx && !ok; sfx++)
+            ok = strcmp(p, *sfx) == 0;
+    }
+    if (ok)
+        return 0;
+    buf_appendf(msg, "'%s' is not a Kubernetes quantity (such as 500m, 2, 512Mi, 10Gi)", value);
+    return -EINVAL;
+}
+
+static int check_quantity_nonempty(const char *value, struct buf *msg)
+{
+    if (check_nonempty(value, msg) < 0)
+        return -EINVAL;
+    return check_quantity(value, msg);
+}
+
+/* A name template: lowercase letters, digits and '-' around exactly one {user}, starting
+ * and ending with a letter or digit (or with {user}, which the spawner makes safe). */
+static int check_name_template(const char *value, struct buf *msg)
+{
+    const char *u = strstr(value, "{user}");
+    if (u == NULL || strstr(u + 1, "{user}") != NULL) {
+        buf_appendf(msg, "'%s' must contain {user} exactly once", value);
+        return -EINVAL;
+    }
+    size_t pre = (size_t)(u - value);
+    const char *post = u + 6;
+    size_t postlen = strlen(post);
+    bool ok = pre + postlen <= 40;
+    for (size_t i = 0; ok && i < pre; i++)
+        ok = is_lower_alnum(value[i]) || (value[i] == '-' && i > 0);
+    for (size_t i = 0; ok && i < postlen; i++)
+        ok = is_lower_alnum(post[i]) || (post[i] == '-' && i + 1 < postlen);
+    if (ok)
+        return 0;
+    buf_appendf(msg,
+                "'%s': around {user} only lowercase letters, digits and inner '-' are allowed, "
+                "40 characters at most",
+                value);
+    return -EINVAL;
+}
+
+static int check_access_mode(const char *value, struct buf *msg)
+{
+    static const char *const modes[] = {"ReadWriteOnce", "ReadOnlyMany", "ReadWriteMany",
+                                        "ReadWriteOncePod", NULL};
+    for (const char *const *m = modes; *m; m++) {
+        if (strcmp(*m, value) == 0)
+            return 0;
+    }
+    buf_appendf(msg,
+                "expected one of ReadWriteOnce, ReadOnlyMany, ReadWriteMany, ReadWriteOncePod, "
+                "got '%s'",
+                value);
+    return -EINVAL;
+}
+
+/* Parses JSON text already canonicalised by set_text; NULL with a message otherwise. */
+static json_t *json_parse_checked(const char *value, struct buf *msg)
+{
+    json_error_t je;
+    json_t *j = json_loads(value, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+    if (j == NULL)
+        buf_appendf(msg, "invalid JSON: %s", je.text);
+    return j;
+}
+
+/* The object checks below write the path of the offending element ("[2].name") in front
+ * of the message, since all of a value shares one position in the file. */
+static int string_map_check(json_t *j, const char *where, bool labels, struct buf *msg)
+{
+    const char *key;
+    json_t *v;
+    if (!json_is_object(j)) {
+        buf_appendf(msg, "%sexpected a mapping of names to strings", where);
+        return -EINVAL;
+    }
+    json_object_foreach(j, key, v)
+    {
+        if (!json_is_string(v)) {
+            buf_appendf(msg, "%s%s: expected a string value (quote numbers and booleans)", where,
+                        key);
+            return -EINVAL;
+        }
+        if (labels && !label_key_valid(key)) {
+            buf_appendf(msg, "%s%s: not a valid label key", where, key);
+            return -EINVAL;
+        }
+        if (labels && !label_value_valid(json_string_value(v))) {
+            buf_appendf(msg, "%s%s: '%s' is not a valid label value", where, key,
+                        json_string_value(v));
+            return -EINVAL;
+        }
+        if (!labels && key[0] == '\0') {
+            buf_appendf(msg, "%sempty key", where);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+static int objects_check(json_t *j, const char *where, const char *what, struct buf *msg)
+{
+    size_t i;
+    json_t *v;
+    if (!json_is_array(j)) {
+        buf_appendf(msg, "%sexpected a list of %s", where, what);
+        return -EINVAL;
+    }
+    json_array_foreach(j, i, v)
+    {
+        if (!json_is_object(v)) {
+            buf_appendf(msg, "%s[%zu]: expected a mapping (a %s)", where, i, what);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+/* Volumes: objects with a DNS-label name, unique, and not "home" (the user's claim). */
+static int volumes_check(json_t *j, const char *where, struct buf *msg)
+{
+    size_t i;
+    json_t *v;
+    if (objects_check(j, where, "Volume", msg) < 0)
+        return -EINVAL;
+    json_array_foreach(j, i, v)
+    {
+        const char *name = json_string_value(json_object_get(v, "name"));
+        struct buf ignored = BUF_INIT;
+        int bad = name == NULL || check_k8s_name(name, &ignored) < 0 || name[0] == '\0';
+        buf_free(&ignored);
+        if (bad) {
+            buf_appendf(msg, "%s[%zu].name: expected a Kubernetes name", where, i);
+            return -EINVAL;
+        }
+        if (strcmp(name, "home") == 0) {
+            buf_appendf(msg, "%s[%zu].name: 'home' is the user's volume; choose another name",
+                        where, i);
+            return -EINVAL;
+        }
+        for (size_t k = 0; k < i; k++) {
+            const char *other = json_string_value(json_object_get(json_array_get(j, k), "name"));
+            if (other != NULL && strcmp(other, name) == 0) {
+                buf_appendf(msg, "%s[%zu].name: '%s' is used twice", where, i, name);
+                return -EINVAL;
+            }
+        }
+    }
+    return 0;
+}
+
+static int mounts_check(json_t *j, const char *where, struct buf *msg)
+{
+    size_t i;
+    json_t *v;
+    if (objects_check(j, where, "VolumeMount", msg) < 0)
+        return -EINVAL;
+    json_array_foreach(j, i, v)
+    {
+        const char *name = json_string_value(json_object_get(v, "name"));
+        const char *path = json_string_value(json_object_get(v, "mountPath"));
+        if (name == NULL || name[0] == '\0') {
+            buf_appendf(msg, "%s[%zu].name: expected the name of a volume", where, i);
+            return -EINVAL;
+        }
+        if (path == NULL || path[0] != '/') {
+            buf_appendf(msg, "%s[%zu].mountPath: expected an absolute path", where, i);
+            return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+static int json_check_with(const char *value, struct buf *msg,
+                           int (*fn)(json_t *j, const char *where, struct buf *msg))
+{
+    json_t *j = json_parse_checked(value, msg);
+    if (j == NULL)
+        return -EINVAL;
+    int r = fn(j, "", msg);
+    json_decref(j);
+    return r;
+}
+
+static int string_map_plain(json_t *j, const char *where, struct buf *msg)
+{
+    return string_map_check(j, where, false, msg);
+}
+
+static int string_map_labels(json_t *j, const char *where, struct buf *msg)
+{
+    return string_map_check(j, where, true, msg);
+}
+
+static int tolerations_check(json_t *j, const char *where, struct buf *msg)
+{
+    return objects_check(j, where, "Toleration", msg);
+}
+
+static int check_json_string_map(const char *value, struct buf *msg)
+{
+    return json_check_with(value, msg, string_map_plain);
+}
+
+static int check_json_label_map(const char *value, struct buf *msg)
+{
+    return json_check_with(value, msg, string_map_labels);
+}
+
+static int check_json_volumes(const char *value, struct buf *msg)
+{
+    return json_check_with(value, msg, volumes_check);
+}
+
+static int check_json_mounts(const char *value, struct buf *msg)
+{
+    return json_check_with(value, msg, mounts_check);
+}
+
+static int check_json_objects(const char *value, struct buf *msg)
+{
+    return json_check_with(value, msg, tolerations_check);
+}
+
+/* What a profile may set: the kube keys below, with the same meaning, plus a display name
+ * and a description for the page. */
+enum profile_kind { PK_STRING, PK_QUANTITY, PK_INT, PK_BOOL, PK_STRINGS, PK_ENV, PK_JSON };
+
+struct profile_key {
+    const char *name;
+    enum profile_kind kind;
+    int (*json_fn)(json_t *j, const char *where, struct buf *msg); /* PK_JSON */
+};
+
+static const struct profile_key profile_keys[] = {
+    {"display_name", PK_STRING, NULL},
+    {"description", PK_STRING, NULL},
+    {"image", PK_STRING, NULL},
+    {"image_pull_policy", PK_STRING, NULL},
+    {"uid", PK_INT, NULL},
+    {"gid", PK_INT, NULL},
+    {"fs_gid", PK_INT, NULL},
+    {"command", PK_STRINGS, NULL},
+    {"args", PK_STRINGS, NULL},
+    {"env", PK_ENV, NULL},
+    {"cpu_guarantee", PK_QUANTITY, NULL},
+    {"cpu_limit", PK_QUANTITY, NULL},
+    {"mem_guarantee", PK_QUANTITY, NULL},
+    {"mem_limit", PK_QUANTITY, NULL},
+    {"service_account", PK_STRING, NULL},
+    {"automount_service_account_token", PK_BOOL, NULL},
+    {"volumes", PK_JSON, volumes_check},
+    {"volume_mounts", PK_JSON, mounts_check},
+    {"node_selector", PK_JSON, string_map_labels},
+    {"tolerations", PK_JSON, tolerations_check},
+    {"labels", PK_JSON, string_map_labels},
+    {"annotations", PK_JSON, string_map_plain},
+};
+
+static int profile_value_check(const struct profile_key *pk, json_t *v, const char *where,
+                               struct buf *msg)
+{
+    size_t i;
+    json_t *item;
+    switch (pk->kind) {
+    case PK_STRING:
+    case PK_QUANTITY:
+        if (!json_is_string(v)) {
+            buf_appendf(msg, "%sexpected a string", where);
+            return -EINVAL;
+        }
+        if (pk->kind == PK_QUANTITY && check_quantity(json_string_value(v), msg) < 0)
+            return -EINVAL;
+        if (strcmp(pk->name, "image_pull_policy") == 0) {
+            bool known = false;
+            for (const char *const *c = pull_policies; *c; c++)
+                known = known || strcmp(*c, json_string_value(v)) == 0;
+            if (!known) {
+                buf_appendf(msg, "%sexpected IfNotPresent, Always or Never", where);
+                return -EINVAL;
+            }
+        }
+        return 0;
+    case PK_INT:
+        if (!json_is_integer(v) || json_integer_value(v) < -1 ||
+            json_integer_value(v) > 2147483647) {
+            buf_appendf(msg, "%sexpected an integer from -1 to 2147483647", where);
+            return -EINVAL;
+        }
+        return 0;
+    case PK_BOOL:
+        if (!json_is_boolean(v)) {
+            buf_appendf(msg, "%sexpected true or false", where);
+            return -EINVAL;
+        }
+        return 0;
+    case PK_STRINGS:
+    case PK_ENV:
+        if (!json_is_array(v)) {
+            buf_appendf(msg, "%sexpected a list of strings", where);
+            return -EINVAL;
+        }
+        json_array_foreach(v, i, item)
+        {
+            if (!json_is_string(item)) {
+                buf_appendf(msg, "%s[%zu]: expected a string", where, i);
+                return -EINVAL;
+            }
+            if (pk->kind == PK_ENV && check_env_entry(json_string_value(item), msg) < 0)
+                return -EINVAL;
+        }
+        return 0;
+    case PK_JSON:
+        return pk->json_fn(v, where, msg);
+    }
+    return 0;
+}
+
+static int profiles_check(json_t *j, const char *where, struct buf *msg)
+{
+    const char *pname;
+    json_t *p;
+    if (!json_is_object(j)) {
+        buf_append_str(msg, "expected a mapping of profile names to their settings");
+        return -EINVAL;
+    }
+    json_object_foreach(j, pname, p)
+    {
+        struct buf ignored = BUF_INIT;
+        int bad = pname[0] == '\0' || check_k8s_name(pname, &ignored) < 0;
+        buf_free(&ignored);
+        if (bad) {
+            buf_appendf(msg,
+                        "%s: a profile name is 1 to 63 lowercase letters, digits and inner '-'",
+                        pname);
+            return -EINVAL;
+        }
+        if (!json_is_object(p)) {
+            buf_appendf(msg, "%s: expected a mapping of settings", pname);
+            return -EINVAL;
+        }
+        const char *key;
+        json_t *v;
+        json_object_foreach(p, key, v)
+        {
+            const struct profile_key *pk = NULL;
+            for (size_t i = 0; i < sizeof profile_keys / sizeof profile_keys[0]; i++) {
+                if (strcmp(profile_keys[i].name, key) == 0)
+                    pk = &profile_keys[i];
+            }
+            if (pk == NULL) {
+                buf_appendf(msg,
+                            "%s.%s: unknown profile setting (expected display_name, "
+                            "description or a kube key such as image, cpu_limit, "
+                            "node_selector)",
+                            pname, key);
+                return -EINVAL;
+            }
+            char *at = xasprintf("%s.%s: ", pname, key);
+            int r = profile_value_check(pk, v, at, msg);
+            free(at);
+            if (r < 0)
+                return -EINVAL;
+        }
+    }
+    return 0;
+}
+
+static int check_json_profiles(const char *value, struct buf *msg)
+{
+    return json_check_with(value, msg, profiles_check);
+}
+
 /* ---- setting values ---- */
 
 static const char *type_desc(const struct config_key *k)
@@ -802,6 +1360,8 @@ static const char *type_desc(const struct config_key *k)
         return "a string";
     case CONFIG_LIST:
         return "a list of strings";
+    case CONFIG_JSON:
+        return "a mapping or list";
     }
     return "a value";
 }
@@ -905,6 +1465,27 @@ static int set_text(struct config *cfg, const struct config_key *k, const char *
     case CONFIG_SIZE:
         r = parse_scaled(text, size_suffixes, size_mult, &v);
         break;
+    case CONFIG_JSON: {
+        /* Blank means the default (an empty list or mapping). Otherwise JSON text, stored
+         * compact so that the dump writes it back on one line as a YAML flow value. */
+        const char *src = text[strspn(text, " \t\r\n")] == '\0' ? k->def : text;
+        json_error_t je;
+        json_t *j = json_loads(src, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
+        if (j == NULL) {
+            buf_appendf(msg, "invalid JSON at column %d: %s", je.column, je.text);
+            return -EINVAL;
+        }
+        char *canon = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+        json_decref(j);
+        if (canon == NULL || check_text(canon, msg) < 0 || (k->check && k->check(canon, msg) < 0)) {
+            free(canon);
+            return -EINVAL;
+        }
+        free(*(char **)f);
+        *(char **)f = xstrdup(canon);
+        free(canon);
+        return 0;
+    }
     case CONFIG_LIST: {
         struct config_list l = {NULL, 0};
         const char *p = text;
@@ -983,7 +1564,7 @@ void config_free(struct config *cfg)
 {
     for (size_t i = 0; i < NKEYS; i++) {
         const struct config_key *k = &config_keys[i];
-        if (k->type == CONFIG_STRING || k->type == CONFIG_ENUM) {
+        if (k->type == CONFIG_STRING || k->type == CONFIG_ENUM || k->type == CONFIG_JSON) {
             char **s = field(cfg, k);
             free(*s);
             *s = NULL;
@@ -1195,6 +1776,154 @@ static void load_list(struct loader *ld, const struct config_key *k, const char 
     list_clear(&l);
 }
 
+#define JSON_MAX_DEPTH 32
+
+/* YAML 1.2 core-schema reading of a plain scalar: null, booleans, integers and floats
+ * become JSON values of those types, anything else (and every quoted scalar) a string, so
+ * that `tolerationSeconds: 300` is a number and `value: "300"` a string. */
+static json_t *scalar_to_json(struct loader *ld, struct fy_event *e, struct pos at, const char *key)
+{
+    if (scalar_is_null(e))
+        return json_null();
+    char *text = scalar_dup(ld, e, at, key);
+    if (text == NULL)
+        return NULL;
+    json_t *j = NULL;
+    if (fy_token_scalar_style(e->scalar.value) == FYSS_PLAIN) {
+        bool b;
+        const char *digits = text[0] == '-' || text[0] == '+' ? text + 1 : text;
+        int64_t v;
+        if ((strcmp(text, "true") == 0 || strcmp(text, "false") == 0 || strcmp(text, "True") == 0 ||
+             strcmp(text, "False") == 0 || strcmp(text, "TRUE") == 0 ||
+             strcmp(text, "FALSE") == 0) &&
+            parse_bool(text, &b) == 0) {
+            j = json_boolean(b);
+        } else if (parse_digits(digits, strlen(digits), &v) == 0) {
+            j = json_integer(text[0] == '-' ? -v : v);
+        } else {
+            char *end = NULL;
+            double d = strtod(text, &end);
+            bool numeric = end != text && *end == '\0' && strspn(digits, "0123456789") > 0 &&
+                           strpbrk(text, "xXnN") == NULL;
+            j = numeric ? json_real(d) : NULL;
+        }
+    }
+    if (j == NULL)
+        j = json_string(text);
+    if (j == NULL)
+        load_error(ld, at, key, "not valid UTF-8");
+    free(text);
+    return j;
+}
+
+/* Converts the node that starts with `e` (already read) into JSON, consuming the rest of
+ * its events. Returns NULL after reporting an error (the node is consumed anyway). */
+static json_t *node_to_json(struct loader *ld, struct fy_event *e, const char *key, int depth,
+                            struct pos fallback)
+{
+    struct pos at = event_pos(e, fallback);
+    if (e->type == FYET_ALIAS) {
+        load_error(ld, at, key, "YAML aliases are not supported");
+        return NULL;
+    }
+    if (e->type == FYET_SCALAR)
+        return scalar_to_json(ld, e, at, key);
+    if (depth >= JSON_MAX_DEPTH) {
+        load_error(ld, at, key, "nested more than %d levels deep", JSON_MAX_DEPTH);
+        skip_node(ld, e);
+        return NULL;
+    }
+    bool mapping = e->type == FYET_MAPPING_START;
+    json_t *out = mapping ? json_object() : json_array();
+    bool ok = true;
+    for (;;) {
+        struct fy_event *c = next_event(ld);
+        if (c == NULL) {
+            ok = false;
+            break;
+        }
+        if (c->type == FYET_MAPPING_END || c->type == FYET_SEQUENCE_END) {
+            event_free(ld, c);
+            break;
+        }
+        if (!mapping) {
+            json_t *item = node_to_json(ld, c, key, depth + 1, at);
+            if (item == NULL)
+                ok = false;
+            else
+                json_array_append_new(out, item);
+            event_free(ld, c);
+            continue;
+        }
+        struct pos kat = event_pos(c, at);
+        char *name = NULL;
+        if (c->type != FYET_SCALAR || scalar_is_null(c)) {
+            load_error(ld, kat, key, "mapping keys must be strings, got %s",
+                       c->type == FYET_SCALAR ? "an empty value" : node_kind(c));
+            skip_node(ld, c);
+            ok = false;
+        } else {
+            name = scalar_dup(ld, c, kat, key);
+            if (name == NULL)
+                ok = false;
+        }
+        event_free(ld, c);
+        struct fy_event *v = next_event(ld);
+        if (v == NULL) {
+            free(name);
+            ok = false;
+            break;
+        }
+        json_t *val = node_to_json(ld, v, key, depth + 1, kat);
+        event_free(ld, v);
+        if (name != NULL && json_object_get(out, name) != NULL) {
+            load_error(ld, kat, key, "duplicate key '%s'", name);
+            ok = false;
+        } else if (name != NULL && val != NULL) {
+            json_object_set_new(out, name, val);
+            val = NULL;
+        } else {
+            ok = false;
+        }
+        json_decref(val);
+        free(name);
+    }
+    if (!ok) {
+        json_decref(out);
+        return NULL;
+    }
+    return out;
+}
+
+/* A mapping or list value of a JSON key, or a scalar holding JSON text (as in the
+ * environment). Errors point at the value; its inner path is in the message. */
+static void load_json_value(struct loader *ld, const struct config_key *k, struct fy_event *e,
+                            const char *key, struct pos at)
+{
+    struct buf msg = BUF_INIT;
+    if (e->type == FYET_SCALAR) {
+        if (scalar_is_null(e)) {
+            set_text(ld->cfg, k, "", &msg);
+        } else {
+            char *text = scalar_dup(ld, e, at, key);
+            if (text != NULL && set_text(ld->cfg, k, text, &msg) < 0)
+                load_error(ld, at, key, "%s", msg.data);
+            free(text);
+        }
+        buf_free(&msg);
+        return;
+    }
+    json_t *j = node_to_json(ld, e, key, 0, at);
+    if (j != NULL) {
+        char *text = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (text == NULL || set_text(ld->cfg, k, text, &msg) < 0)
+            load_error(ld, at, key, "%s", msg.data ? msg.data : "cannot encode as JSON");
+        free(text);
+        json_decref(j);
+    }
+    buf_free(&msg);
+}
+
 /* Applies the value node starting at `e` to key `k`; `key_at` locates the key itself. */
 static void load_value(struct loader *ld, const struct config_key *k, struct fy_event *e,
                        struct pos key_at)
@@ -1210,6 +1939,10 @@ static void load_value(struct loader *ld, const struct config_key *k, struct fy_
 
     if (e->type == FYET_ALIAS) {
         load_error(ld, at, key, "YAML aliases are not supported");
+        return;
+    }
+    if (k->type == CONFIG_JSON) {
+        load_json_value(ld, k, e, key, at);
         return;
     }
     if (e->type == FYET_SEQUENCE_START && k->type == CONFIG_LIST) {
@@ -1695,6 +2428,18 @@ static int validate_current(const struct config *cfg, const struct config_key *k
         }
         return 0;
     }
+    case CONFIG_JSON: {
+        const char *s = *(char *const *)f;
+        if (s == NULL) {
+            buf_append_str(msg, "not set");
+            return -EINVAL;
+        }
+        json_t *j = json_parse_checked(s, msg);
+        if (j == NULL)
+            return -EINVAL;
+        json_decref(j);
+        return k->check ? k->check(s, msg) : 0;
+    }
     case CONFIG_INTEGER:
     case CONFIG_DURATION:
     case CONFIG_SIZE:
@@ -1797,6 +2542,10 @@ void config_dump(const struct config *cfg, struct buf *out)
         case CONFIG_STRING:
         case CONFIG_ENUM:
             append_quoted(out, *(char *const *)f);
+            break;
+        case CONFIG_JSON:
+            /* JSON is YAML's flow style: it reads back as the same mapping or list. */
+            buf_append_str(out, *(char *const *)f ? *(char *const *)f : "null");
             break;
         case CONFIG_BOOL:
             buf_append_str(out, *(const bool *)f ? "true" : "false");

@@ -84,6 +84,39 @@ struct config {
         int64_t timeout; /* seconds without user activity before a server stops, 0 = never */
         int64_t every;   /* seconds between culler runs */
     } cull;
+    /* The kubernetes spawner (spawn/kube.c). Values marked JSON hold compact JSON text (an
+     * object or an array) that the YAML reader converted from a mapping or sequence; the
+     * spawner parses it again with jansson. */
+    struct {
+        char *kubeconfig;           /* path; "" = in-cluster service account */
+        char *context;              /* kubeconfig context; "" = its current-context */
+        char *namespace;            /* "" = the context's / service account's namespace */
+        char *hub_name;             /* value of the codehub.io/hub label, "codehub" */
+        char *image;                /* workspace image */
+        char *image_pull_policy;    /* IfNotPresent | Always | Never */
+        int64_t uid, gid, fs_gid;   /* -1 = the image's own */
+        int64_t port;               /* code-server's port in the pod, 8080 */
+        char *health_path;          /* GET path that must answer before the server is ready */
+        struct config_list command; /* empty: the image's entrypoint */
+        struct config_list args;    /* empty: the image's cmd */
+        struct config_list env;     /* NAME=value */
+        char *cpu_guarantee, *cpu_limit, *mem_guarantee, *mem_limit; /* quantities, "" = none */
+        char *service_account;                                       /* "" = none named */
+        bool automount_service_account_token;                        /* default false */
+        char *volumes;                           /* JSON array of Volume objects */
+        char *volume_mounts;                     /* JSON array of VolumeMount objects */
+        char *home_mount_path;                   /* "/home/coder" */
+        char *pod_name;                          /* template, "codehub-{user}" */
+        char *pvc_name;                          /* template, "claim-{user}" */
+        char *storage_capacity;                  /* "10Gi" */
+        char *storage_class;                     /* "" = the cluster's default class */
+        struct config_list storage_access_modes; /* [ReadWriteOnce] */
+        char *node_selector;                     /* JSON object of strings */
+        char *tolerations;                       /* JSON array of Toleration objects */
+        char *labels;                            /* JSON object of strings, extra pod labels */
+        char *annotations;                       /* JSON object of strings */
+        char *profiles;                          /* JSON object: name -> overrides */
+    } kube;
 };
 
 /* Fills `cfg` with the built-in defaults (strings allocated; config_free releases). */

@@ -126,7 +126,30 @@ static void start_event(void *data, const struct spawn_event *ev)
 static void start_server(struct hub_call *call)
 {
     struct hub *hub = call->hub;
-    int rc = spawn_start(hub->spawner, call->target_id, call->target);
+    struct http_request *req = &call->ex->req;
+    /* JupyterHub's body: {"profile": "NAME"} picks a kube.profiles entry (user_options). */
+    json_t *body = NULL;
+    const char *profile = NULL;
+    if (req->body.len > 0) {
+        json_error_t jerr;
+        body = json_loadb(req->body.data, req->body.len, JSON_REJECT_DUPLICATES, &jerr);
+        json_t *v = body != NULL ? json_object_get(body, "profile") : NULL;
+        if (body == NULL || !json_is_object(body) || (v != NULL && !json_is_string(v))) {
+            json_decref(body);
+            hub_respond_error(call, 400, "expected a JSON object such as {\"profile\": \"name\"}");
+            finish(call);
+            return;
+        }
+        profile = json_string_value(v);
+    }
+    int rc = spawn_start_profile(hub->spawner, call->target_id, call->target, profile);
+    if (rc == -EINVAL) {
+        hub_respond_error(call, 400, "unknown profile '%s'", profile != NULL ? profile : "");
+        json_decref(body);
+        finish(call);
+        return;
+    }
+    json_decref(body);
     switch (rc) {
     case 0:
         hub_respond_error(call, 400, "%s's server is already running", call->target);

@@ -1,5 +1,5 @@
 /* The interface between the spawn manager (manager.c) and a backend that actually runs
- * servers: `local` (local.c: code-server processes) now, `kubernetes` (pods) later.
+ * servers: `local` (local.c: code-server processes) and `kubernetes` (kube.c: pods).
  *
  * The manager owns everything users see: states, progress history, subscribers, limits,
  * persistence, activity and culling. A backend only knows how to bring one user's server
@@ -28,11 +28,11 @@
  *   never sees a final event while it is still setting up.
  * - Callbacks may call stop() on the same server, and start() for other users.
  *
- * A kubernetes backend fits the same shape: start creates the PVC and pod (`placed` with
- * {"namespace", "pod", "uid"} and the route "http://POD_IP:PORT" once the pod has an IP),
- * its shared watch turns pod events into `progress` and readiness into `ready`, image
- * pull errors into `failed`, pod deletion into `exited`; reattach looks the pod up by the
- * persisted uid; close stops the watch. */
+ * The kubernetes backend (kube.c) fits the same shape: start creates the PVC and pod
+ * (`placed` with {"namespace", "pod", "uid"} and the route "http://POD_IP:PORT" once the
+ * pod has an IP), its shared watches turn pod events into `progress` and readiness into
+ * `ready`, image pull errors into `failed`, pod deletion into `exited`; reattach looks the
+ * pod up by the persisted uid; close stops the watches. */
 #ifndef CODEHUB_SPAWN_BACKEND_H
 #define CODEHUB_SPAWN_BACKEND_H
 
@@ -63,7 +63,7 @@ struct spawner_events {
 };
 
 struct spawner_backend {
-    const char *name; /* the spawn.spawner value: "local" */
+    const char *name; /* the spawn.spawner value: "local", "kubernetes" */
 
     /* Returns the backend's instance for `cfg` (borrowed, outlives it), or NULL with *err
      * set (caller frees) when it cannot work here, e.g. no code-server, system_users
@@ -75,6 +75,12 @@ struct spawner_backend {
      * NULL with *err set (caller frees) when it cannot even begin (e.g. the socket path
      * would be too long); no event follows a NULL return. */
     struct spawner_server *(*start)(void *impl, const char *name, void *ctx, char **err);
+
+    /* As start, with a profile the user chose (NULL or "": the default settings). NULL in
+     * backends without profiles (local); the manager then refuses a named profile. An
+     * unknown profile is a NULL return with *err set. */
+    struct spawner_server *(*start_profile)(void *impl, const char *name, const char *profile,
+                                            void *ctx, char **err);
 
     /* Asks the server to stop (for local: SIGTERM to its process group, SIGKILL after
      * spawn.stop_timeout); works during a start too. `exited` follows. Returns 0, or
@@ -97,6 +103,9 @@ struct spawner_backend {
 
 /* The local backend (local.c). */
 extern const struct spawner_backend spawn__local_backend;
+
+/* The kubernetes backend (kube.c; manifests in kube_manifest.c, see spawn/kube.h). */
+extern const struct spawner_backend spawn__kube_backend;
 
 /* How often the local backend checks each code-server.log against local.log_max_size, in
  * milliseconds (10 s). Tests shorten it before creating a manager. */

@@ -22,6 +22,7 @@
  * by its uv_process exit callback; one found again after a restart (not our child) by a
  * pidfd polled for readability. */
 #include "spawn/backend.h"
+#include "spawn/probe.h"
 
 #include "auth/username.h"
 #include "core/alloc.h"
@@ -48,7 +49,6 @@
 
 #define LOCAL_MAGIC 0x4c4f434cu
 #define SERVER_MAGIC 0x4c535256u
-#define PROBE_MAGIC 0x4c50524fu
 
 /* Health polling starts fast (code-server answers in about half a second: a fixed 100 ms
  * poll would add 50 ms on average to every start) and slows to HEALTH_INTERVAL_MS over
@@ -68,156 +68,6 @@
 #define MIN_ACCOUNT_UID 1000
 
 unsigned spawn__local_log_check_ms = 10 * 1000;
-
-/* ---- health probe: GET /healthz over the Unix socket ---- */
-
-struct probe {
-    uint32_t magic;
-    uv_pipe_t pipe;
-    uv_timer_t timer;
-    uv_connect_t connect_req;
-    uv_write_t write_req;
-    struct http_parse *parser;
-    void (*cb)(void *data, int result);
-    void *data;
-    int open_handles;
-    int status;
-    bool finished;
-    char rbuf[4096];
-};
-
-static const char probe_request[] = "GET /healthz HTTP/1.1\r\n"
-                                    "Host: localhost\r\n"
-                                    "User-Agent: codehub-spawner\r\n"
-                                    "Connection: close\r\n"
-                                    "\r\n";
-
-static void probe_closed(uv_handle_t *h)
-{
-    struct probe *p = h->data;
-    assert(p->magic == PROBE_MAGIC);
-    if (--p->open_handles > 0)
-        return;
-    p->magic = 0;
-    http_parse_free(p->parser);
-    free(p);
-}
-
-/* Reports `result` once (unless cancelled) and closes everything. */
-static void probe_finish(struct probe *p, int result)
-{
-    if (p->finished)
-        return;
-    p->finished = true;
-    if (p->cb != NULL)
-        p->cb(p->data, result);
-    uv_close((uv_handle_t *)&p->pipe, probe_closed);
-    uv_close((uv_handle_t *)&p->timer, probe_closed);
-}
-
-static int probe_on_head(void *data, struct http_head *head)
-{
-    struct probe *p = data;
-    p->status = head->status;
-    return 0;
-}
-
-static int probe_on_body(void *data, const char *chunk, size_t len)
-{
-    return 0;
-}
-
-static int probe_on_complete(void *data)
-{
-    return 0;
-}
-
-static void probe_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
-{
-    struct probe *p = h->data;
-    buf->base = p->rbuf;
-    buf->len = sizeof p->rbuf;
-}
-
-static void probe_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
-{
-    struct probe *p = s->data;
-    if (p->finished)
-        return;
-    if (nread < 0) {
-        probe_finish(p, p->status > 0 ? p->status : (int)nread);
-        return;
-    }
-    ssize_t used = http_parse_feed(p->parser, buf->base, (size_t)nread);
-    if (p->status > 0) {
-        probe_finish(p, p->status);
-        return;
-    }
-    if (used == HTTP_PARSE_ERROR)
-        probe_finish(p, -EPROTO);
-}
-
-static void probe_written(uv_write_t *req, int status)
-{
-    struct probe *p = req->data;
-    if (p->finished)
-        return;
-    if (status < 0)
-        probe_finish(p, status);
-}
-
-static void probe_connected(uv_connect_t *req, int status)
-{
-    struct probe *p = req->data;
-    if (p->finished)
-        return;
-    if (status < 0) {
-        probe_finish(p, status);
-        return;
-    }
-    uv_buf_t b = uv_buf_init((char *)probe_request, sizeof probe_request - 1);
-    int rc = uv_write(&p->write_req, (uv_stream_t *)&p->pipe, &b, 1, probe_written);
-    if (rc == 0)
-        rc = uv_read_start((uv_stream_t *)&p->pipe, probe_alloc, probe_read);
-    if (rc < 0)
-        probe_finish(p, rc);
-}
-
-static void probe_timeout(uv_timer_t *t)
-{
-    probe_finish(t->data, -ETIMEDOUT);
-}
-
-/* Starts one GET /healthz on the Unix socket `path`; `cb` later gets the response status
- * (> 0) or a negative errno (-ENOENT/-ECONNREFUSED: nothing listens; -ETIMEDOUT). */
-static struct probe *probe_start(uv_loop_t *loop, const char *path, unsigned timeout_ms,
-                                 void (*cb)(void *data, int result), void *data)
-{
-    struct probe *p = xcalloc(1, sizeof *p);
-    p->magic = PROBE_MAGIC;
-    p->cb = cb;
-    p->data = data;
-    struct http_parse_callbacks pcb = {probe_on_head, probe_on_body, probe_on_complete};
-    p->parser = http_parse_new(HTTP_PARSE_RESPONSE, NULL, &pcb, p);
-    http_parse_set_request_method(p->parser, HTTP_GET);
-    uv_pipe_init(loop, &p->pipe, 0);
-    uv_timer_init(loop, &p->timer);
-    p->pipe.data = p;
-    p->timer.data = p;
-    p->connect_req.data = p;
-    p->write_req.data = p;
-    p->open_handles = 2;
-    uv_timer_start(&p->timer, probe_timeout, timeout_ms, 0);
-    uv_pipe_connect(&p->connect_req, &p->pipe, path, probe_connected);
-    return p;
-}
-
-/* Drops a probe: no callback comes any more. */
-static void probe_cancel(struct probe *p)
-{
-    p->cb = NULL;
-    probe_finish(p, -ECANCELED);
-}
 
 /* ---- the backend instance and its servers ---- */
 
@@ -288,7 +138,7 @@ struct spawner_server {
     uv_timer_t tick;     /* next turn, health polls, progress */
     uv_timer_t deadline; /* start timeout, or SIGTERM → SIGKILL */
     uv_timer_t logcheck;
-    struct probe *probe;
+    struct spawn_probe *probe;
     int probes_left;
     struct home_init *init;
     int log_fd;
@@ -511,7 +361,7 @@ static void server_exited(struct spawner_server *s)
     uv_timer_stop(&s->deadline);
     uv_timer_stop(&s->logcheck);
     if (s->probe != NULL) {
-        probe_cancel(s->probe);
+        spawn_probe_cancel(s->probe);
         s->probe = NULL;
     }
     /* Children left in the group (the leader went first) follow it. */
@@ -747,7 +597,8 @@ static void on_health_tick(uv_timer_t *t)
     }
     if (route_link(s) < 0)
         return; /* not created yet */
-    s->probe = probe_start(s->lb->loop, s->sock, PROBE_TIMEOUT_MS, on_start_probe, s);
+    s->probe =
+        spawn_probe_unix(s->lb->loop, s->sock, "/healthz", PROBE_TIMEOUT_MS, on_start_probe, s);
 }
 
 static void on_start_deadline(uv_timer_t *t)
@@ -1071,7 +922,8 @@ static void probe_again(uv_timer_t *t)
     if (s->phase != PH_PROBING || s->probe != NULL)
         return;
     s->probes_left--;
-    s->probe = probe_start(s->lb->loop, s->sock, PROBE_TIMEOUT_MS, on_reattach_probe, s);
+    s->probe =
+        spawn_probe_unix(s->lb->loop, s->sock, "/healthz", PROBE_TIMEOUT_MS, on_reattach_probe, s);
 }
 
 static void on_reattach_probe(void *data, int result)
@@ -1176,7 +1028,7 @@ static void server_release(struct spawner_server *s)
 {
     assert(s->phase == PH_GONE);
     if (s->probe != NULL) {
-        probe_cancel(s->probe);
+        spawn_probe_cancel(s->probe);
         s->probe = NULL;
     }
     if (s->init != NULL) {
@@ -1315,7 +1167,7 @@ static int local_stop(void *impl, struct spawner_server *s)
     case PH_READY:
     case PH_KILLING:
         if (s->probe != NULL) {
-            probe_cancel(s->probe);
+            spawn_probe_cancel(s->probe);
             s->probe = NULL;
         }
         uv_timer_stop(&s->tick);

@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "hub/metrics.h"
 #include "spawn/backend.h"
+#include "spawn/kube.h"
 
 #include <assert.h>
 #include <errno.h>
@@ -692,9 +693,21 @@ static const struct spawner_events manager_events = {
 
 int spawn_start(struct spawn_manager *m, int64_t user_id, const char *name)
 {
+    return spawn_start_profile(m, user_id, name, NULL);
+}
+
+int spawn_start_profile(struct spawn_manager *m, int64_t user_id, const char *name,
+                        const char *profile)
+{
     assert(m->magic == MANAGER_MAGIC);
     if (m->closing)
         return -EIO;
+    if (profile != NULL && profile[0] == '\0')
+        profile = NULL;
+    if (profile != NULL &&
+        (m->be->start_profile == NULL ||
+         (m->be == &spawn__kube_backend && !spawn__kube_profile_exists(m->cfg, profile))))
+        return -EINVAL;
     struct spawn_user *u = user_get(m, name);
     if (user_id > 0)
         u->user_id = user_id;
@@ -732,7 +745,9 @@ int spawn_start(struct spawn_manager *m, int64_t user_id, const char *name)
         return 1; /* a subscriber stopped it at once; it is stopping or stopped */
 
     char *err = NULL;
-    struct spawner_server *srv = m->be->start(m->impl, name, u, &err);
+    struct spawner_server *srv = profile != NULL
+                                     ? m->be->start_profile(m->impl, name, profile, u, &err)
+                                     : m->be->start(m->impl, name, u, &err);
     if (srv == NULL) {
         char *reason = err != NULL ? err : xstrdup("the spawner could not start the server");
         set_state(u, SPAWN_FAILED);
@@ -1066,7 +1081,8 @@ int spawn_manager_restore(struct spawn_manager *m, void (*done)(void *data, int 
 
 /* ---- creation and closing ---- */
 
-static const struct spawner_backend *const backends[] = {&spawn__local_backend};
+static const struct spawner_backend *const backends[] = {&spawn__local_backend,
+                                                         &spawn__kube_backend};
 
 struct spawn_manager *spawn_manager_new(uv_loop_t *loop, const struct config *cfg,
                                         struct store *store, const struct spawn_metrics *metrics,

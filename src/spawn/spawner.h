@@ -7,7 +7,7 @@
  * change to the store (on the thread pool, never on the loop), enforces the start
  * limits, runs the idle culler, and after a restart re-attaches to servers that kept
  * running. A backend (struct spawner_backend, see spawn/backend.h) does the actual work:
- * `local` runs code-server processes; `kubernetes` comes later.
+ * `local` runs code-server processes; `kubernetes` runs pods.
  *
  * All functions are called on the loop thread. */
 #ifndef CODEHUB_SPAWN_SPAWNER_H
@@ -78,6 +78,12 @@ void spawn_manager_close(struct spawn_manager *m, void (*done)(void *data), void
  *   -ENOMEM/-EIO on internal failures.
  * The user must exist; `user_id` is their store id. */
 int spawn_start(struct spawn_manager *m, int64_t user_id, const char *name);
+
+/* As spawn_start, with a profile the user chose (NULL or "": the default settings; see
+ * kube.profiles). Returns what spawn_start returns, or -EINVAL when the profile is unknown
+ * or the spawner has no profiles. */
+int spawn_start_profile(struct spawn_manager *m, int64_t user_id, const char *name,
+                        const char *profile);
 
 /* Stops NAME's server. Returns 0 when it is already stopped, 1 when stopping is in
  * progress (finishes asynchronously: SIGTERM, then SIGKILL after spawn.stop_timeout). */

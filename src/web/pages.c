@@ -11,6 +11,7 @@
 #include "http/url.h"
 #include "hub/identity_cache.h"
 #include "hub/metrics.h"
+#include "spawn/kube.h"
 #include "web/template.h"
 
 #include <ctype.h>
@@ -578,10 +579,45 @@ static void home(struct hub_call *call)
     if (store_user_get_by_id(call->hub->store, call->id.user_id, &user) == 0 &&
         user.last_activity_ms > 0)
         hub_iso8601(user.last_activity_ms, last);
-    const char *vars[] = {"user", call->id.name, "status", status, "last_activity", last, "notice",
-                          "",     "xsrf",        xsrf,     NULL};
+    /* The kubernetes spawner's profiles (kube.profiles), as a choice next to Start. */
+    struct buf profiles = BUF_INIT;
+    const struct config *cfg = call->hub->cfg;
+    json_t *list =
+        strcmp(cfg->spawn.spawner, "kubernetes") == 0 ? spawn__kube_profiles_list(cfg) : NULL;
+    if (json_array_size(list) > 0) {
+        buf_append_str(&profiles, "<label class=\"profile\">Profile <select id=\"profile\">"
+                                  "<option value=\"\">default</option>");
+        size_t i;
+        json_t *p;
+        json_array_foreach(list, i, p)
+        {
+            buf_append_str(&profiles, "<option value=\"");
+            buf_append_html(&profiles, json_string_value(json_object_get(p, "name")));
+            buf_append_str(&profiles, "\" title=\"");
+            buf_append_html(&profiles, json_string_value(json_object_get(p, "description")));
+            buf_append_str(&profiles, "\">");
+            buf_append_html(&profiles, json_string_value(json_object_get(p, "display_name")));
+            buf_append_str(&profiles, "</option>");
+        }
+        buf_append_str(&profiles, "</select></label>");
+    }
+    json_decref(list);
+    const char *vars[] = {"user",
+                          call->id.name,
+                          "status",
+                          status,
+                          "last_activity",
+                          last,
+                          "notice",
+                          "",
+                          "xsrf",
+                          xsrf,
+                          "profiles",
+                          profiles.data != NULL ? profiles.data : "",
+                          NULL};
     static const char *const scripts[] = {"home.js", NULL};
     render_page(call->ex, &call->id, xsrf, 200, "Home", "home", vars, scripts);
+    buf_free(&profiles);
     store_server_clear(&srv);
     store_user_clear(&user);
 }

@@ -721,12 +721,13 @@ static void test_env_errors(void **state)
         "environment CODEHUB_AUTH_ALLOWED_USERS: invalid user name 'Bob' (1 to 32 characters: "
         "lowercase letters, digits, '.', '_' and '-', starting with a letter or digit)\n"
         "environment CODEHUB_SEVER_BIND: unknown variable (expected CODEHUB_<SECTION>_<KEY> "
-        "with a section among server, log, http, store, auth, spawn, local, proxy, cull) (did you "
+        "with a section among server, log, http, store, auth, spawn, local, proxy, cull, kube) "
+        "(did you "
         "mean "
         "CODEHUB_SERVER_BIND?)\n"
         "environment CODEHUB_TOTALLY_UNRELATED: unknown variable (expected "
         "CODEHUB_<SECTION>_<KEY> with a section among server, log, http, store, auth, spawn, "
-        "local, proxy, cull)\n"
+        "local, proxy, cull, kube)\n"
         "environment CODEHUB_SERVER_: unknown key\n"
         "environment CODEHUB_LOG_LEVEL: expected one of debug, info, warn, error, got 'loud'\n"
         "environment CODEHUB_SERVER_DATA_DIR: control characters are not allowed\n"
@@ -1231,9 +1232,9 @@ static void test_each_key(void **state)
     struct key_names keys = {.n = 0};
     config_each_key(collect_key, &keys);
     /* Every field of struct config has a row. */
-    assert_int_equal(keys.n, 44);
+    assert_int_equal(keys.n, 77);
     assert_string_equal(keys.names[0], "server.bind");
-    assert_string_equal(keys.names[keys.n - 1], "cull.every");
+    assert_string_equal(keys.names[keys.n - 1], "kube.profiles");
     for (size_t i = 0; i < keys.n; i++) {
         /* Each dotted name is accepted by config_set (value validity aside)... */
         struct buf errors = BUF_INIT;
@@ -1331,6 +1332,205 @@ static void test_docs_examples_are_valid(void **state)
     free(md);
 }
 
+/* ---- the kube section: scalars, lists, and mapping/list values carried as JSON ---- */
+
+static const char kube_file[] =
+    "spawn:\n"
+    "  spawner: kubernetes\n"
+    "kube:\n"
+    "  kubeconfig: /etc/codehub/kubeconfig\n"
+    "  namespace: team-a\n"
+    "  image: reg.example/ws:1.2\n"
+    "  image_pull_policy: Always\n"
+    "  uid: 1000\n"
+    "  gid: 100\n"
+    "  fs_gid: 0\n"
+    "  port: 9000\n"
+    "  env: [A=1, B=]\n"
+    "  cpu_guarantee: 500m\n"
+    "  mem_limit: 2Gi\n"
+    "  automount_service_account_token: yes\n"
+    "  volumes:\n"
+    "    - name: docker\n"
+    "      hostPath: {path: /var/run/docker.sock, type: Socket}\n"
+    "  volume_mounts:\n"
+    "    - {name: docker, mountPath: /var/run/docker.sock, readOnly: true}\n"
+    "  node_selector:\n"
+    "    disktype: ssd\n"
+    "    example.com/pool: \"42\"\n"
+    "  tolerations:\n"
+    "    - key: gpu\n"
+    "      operator: Exists\n"
+    "      effect: NoSchedule\n"
+    "      tolerationSeconds: 300\n"
+    "  annotations: {note: 'a: b # c'}\n"
+    "  storage_access_modes: [ReadWriteMany]\n"
+    "  pod_name: ws-{user}-x\n"
+    "  profiles:\n"
+    "    gpu:\n"
+    "      display_name: GPU box\n"
+    "      image: reg.example/ws-gpu:1\n"
+    "      cpu_limit: \"4\"\n"
+    "      uid: 0\n"
+    "      automount_service_account_token: false\n"
+    "      env: [CUDA=1]\n"
+    "      tolerations: [{key: gpu, operator: Exists}]\n";
+
+static void test_kube_keys(void **state)
+{
+    struct config cfg;
+    struct buf errors = BUF_INIT;
+
+    config_init(&cfg);
+    /* Defaults. */
+    assert_string_equal(cfg.kube.kubeconfig, "");
+    assert_string_equal(cfg.kube.image, "codehub/workspace:latest");
+    assert_string_equal(cfg.kube.image_pull_policy, "IfNotPresent");
+    assert_int_equal(cfg.kube.uid, -1);
+    assert_int_equal(cfg.kube.fs_gid, -1);
+    assert_int_equal(cfg.kube.port, 8080);
+    assert_string_equal(cfg.kube.pod_name, "codehub-{user}");
+    assert_string_equal(cfg.kube.pvc_name, "claim-{user}");
+    assert_string_equal(cfg.kube.home_mount_path, "/home/coder");
+    assert_string_equal(cfg.kube.storage_capacity, "10Gi");
+    assert_int_equal(cfg.kube.storage_access_modes.n, 1);
+    assert_string_equal(cfg.kube.storage_access_modes.items[0], "ReadWriteOnce");
+    assert_string_equal(cfg.kube.volumes, "[]");
+    assert_string_equal(cfg.kube.node_selector, "{}");
+    assert_string_equal(cfg.kube.profiles, "{}");
+    assert_false(cfg.kube.automount_service_account_token);
+
+    /* A file: YAML mappings and lists become JSON with YAML's types. */
+    assert_int_equal(load_text(&cfg, kube_file, &errors, NULL), 0);
+    assert_int_equal(config_finish(&cfg, &errors), 0);
+    assert_null(errors.data);
+    assert_string_equal(cfg.spawn.spawner, "kubernetes");
+    assert_string_equal(cfg.kube.namespace, "team-a");
+    assert_int_equal(cfg.kube.uid, 1000);
+    assert_int_equal(cfg.kube.fs_gid, 0);
+    assert_true(cfg.kube.automount_service_account_token);
+    assert_string_equal(cfg.kube.volumes, "[{\"name\":\"docker\",\"hostPath\":{\"path\":"
+                                          "\"/var/run/docker.sock\",\"type\":\"Socket\"}}]");
+    assert_string_equal(cfg.kube.volume_mounts, "[{\"name\":\"docker\",\"mountPath\":"
+                                                "\"/var/run/docker.sock\",\"readOnly\":true}]");
+    assert_string_equal(cfg.kube.node_selector,
+                        "{\"disktype\":\"ssd\",\"example.com/pool\":\"42\"}");
+    assert_string_equal(cfg.kube.tolerations,
+                        "[{\"key\":\"gpu\",\"operator\":\"Exists\","
+                        "\"effect\":\"NoSchedule\",\"tolerationSeconds\":300}]");
+    assert_string_equal(cfg.kube.annotations, "{\"note\":\"a: b # c\"}");
+    assert_non_null(strstr(cfg.kube.profiles, "\"gpu\":{\"display_name\":\"GPU box\""));
+    assert_non_null(strstr(cfg.kube.profiles, "\"uid\":0"));
+    check_round_trip(&cfg);
+    struct buf dump = BUF_INIT;
+    config_dump(&cfg, &dump);
+    assert_non_null(strstr(dump.data, "\nkube:\n"));
+    assert_non_null(strstr(dump.data, "  node_selector: {\"disktype\":\"ssd\",\"example.com/pool\""
+                                      ":\"42\"}\n"));
+    buf_free(&dump);
+
+    /* The environment gives JSON text; blank restores the default. */
+    char *env[] = {"CODEHUB_KUBE_LABELS={\"team\": \"b\"}", "CODEHUB_KUBE_VOLUMES= ",
+                   "CODEHUB_KUBE_STORAGE_ACCESS_MODES=ReadWriteOnce,ReadOnlyMany",
+                   "CODEHUB_K8S_SERVICEACCOUNT_DIR=/var/run/x", NULL};
+    assert_int_equal(config_apply_env(&cfg, env, &errors), 0);
+    assert_null(errors.data);
+    assert_string_equal(cfg.kube.labels, "{\"team\":\"b\"}");
+    assert_string_equal(cfg.kube.volumes, "[]");
+    assert_int_equal(cfg.kube.storage_access_modes.n, 2);
+    config_free(&cfg);
+}
+
+static void test_kube_errors(void **state)
+{
+    static const struct {
+        const char *yaml;
+        const char *error;
+    } cases[] = {
+        {"kube:\n  volumes: {name: x}\n", ":2:12: kube.volumes: expected a list of Volume"},
+        {"kube:\n  volumes:\n    - name: home\n      emptyDir: {}\n",
+         ":3:5: kube.volumes: [0].name: 'home' is the user's volume"},
+        {"kube:\n  volumes:\n    - {name: a, emptyDir: {}}\n    - {name: a, emptyDir: {}}\n",
+         "kube.volumes: [1].name: 'a' is used twice"},
+        {"kube:\n  volumes: [{emptyDir: {}}]\n", "kube.volumes: [0].name: expected a Kubernetes"},
+        {"kube:\n  volume_mounts: [{name: a, mountPath: rel}]\n",
+         "kube.volume_mounts: [0].mountPath: expected an absolute path"},
+        {"kube:\n  node_selector: {a: 1}\n",
+         "kube.node_selector: a: expected a string value (quote numbers"},
+        {"kube:\n  labels: {a: 'x y'}\n", "kube.labels: a: 'x y' is not a valid label value"},
+        {"kube:\n  labels: {'-bad': x}\n", "kube.labels: -bad: not a valid label key"},
+        {"kube:\n  tolerations: [gpu]\n", "kube.tolerations: [0]: expected a mapping"},
+        {"kube:\n  node_selector:\n    a: b\n    a: c\n",
+         ":4:5: kube.node_selector: duplicate key 'a'"},
+        {"kube:\n  volumes: [&x {name: a}, *x]\n", "YAML aliases are not supported"},
+        {"kube:\n  cpu_limit: 2 cores\n", "kube.cpu_limit: '2 cores' is not a Kubernetes quantity"},
+        {"kube:\n  mem_guarantee: 1.5Gx\n", "is not a Kubernetes quantity"},
+        {"kube:\n  storage_capacity: ''\n", "kube.storage_capacity: must not be empty"},
+        {"kube:\n  pod_name: codehub\n", "kube.pod_name: 'codehub' must contain {user} exactly"},
+        {"kube:\n  pod_name: Pod-{user}\n", "only lowercase letters, digits and inner '-'"},
+        {"kube:\n  pvc_name: '{user}-{user}'\n", "must contain {user} exactly once"},
+        {"kube:\n  namespace: Team_A\n", "kube.namespace: 'Team_A' is not a valid Kubernetes name"},
+        {"kube:\n  hub_name: ''\n", "kube.hub_name: '' is not a valid label value"},
+        {"kube:\n  home_mount_path: home\n", "kube.home_mount_path: 'home' is not an absolute"},
+        {"kube:\n  uid: -2\n", "kube.uid: must be between -1 and 2147483647"},
+        {"kube:\n  image_pull_policy: always\n", "expected one of IfNotPresent, Always, Never"},
+        {"kube:\n  storage_access_modes: [RWO]\n", "expected one of ReadWriteOnce"},
+        {"kube:\n  env: [1X=a]\n", "kube.env: '1X=a' is not NAME=value"},
+        {"kube:\n  profiles: [a]\n", "kube.profiles: expected a mapping of profile names"},
+        {"kube:\n  profiles:\n    Big: {}\n", "kube.profiles: Big: a profile name is"},
+        {"kube:\n  profiles:\n    big: {imag: x}\n", "kube.profiles: big.imag: unknown profile"},
+        {"kube:\n  profiles:\n    big: {cpu_limit: lots}\n",
+         "kube.profiles: 'lots' is not a Kubernetes quantity"},
+        {"kube:\n  profiles:\n    big: {uid: x}\n", "kube.profiles: big.uid: expected an integer"},
+        {"kube:\n  profiles:\n    big: {env: [x]}\n", "kube.profiles: 'x' is not NAME=value"},
+        {"kube:\n  profiles:\n    big: {image_pull_policy: Sometimes}\n",
+         "big.image_pull_policy: expected IfNotPresent, Always or Never"},
+        {"kube:\n  profiles:\n    big: {volumes: [{name: home}]}\n",
+         "big.volumes: [0].name: 'home' is the user's volume"},
+        {"kube:\n  profiles:\n    big: {automount_service_account_token: 1}\n",
+         "big.automount_service_account_token: expected true or false"},
+        {"kube:\n  profiles:\n    big: x\n", "kube.profiles: big: expected a mapping of settings"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct config cfg;
+        struct buf errors = BUF_INIT;
+        config_init(&cfg);
+        char *before = xstrdup(cfg.kube.volumes);
+        int r = load_text(&cfg, cases[i].yaml, &errors, NULL);
+        if (r != -EINVAL || errors.data == NULL || strstr(errors.data, cases[i].error) == NULL)
+            fail_msg("case %zu: got %d, errors:\n%s\nwanted: %s", i, r,
+                     errors.data ? errors.data : "(none)", cases[i].error);
+        /* A value that fails is not applied. */
+        assert_string_equal(cfg.kube.volumes, before);
+        free(before);
+        buf_free(&errors);
+        config_free(&cfg);
+    }
+
+    /* Environment: JSON text with its column, and shape errors. */
+    struct config cfg;
+    struct buf errors = BUF_INIT;
+    config_init(&cfg);
+    char *env[] = {"CODEHUB_KUBE_NODE_SELECTOR={\"a\": }", "CODEHUB_KUBE_TOLERATIONS={}",
+                   "CODEHUB_KUBE_SPAWNER=x", NULL};
+    assert_int_equal(config_apply_env(&cfg, env, &errors), -EINVAL);
+    assert_non_null(strstr(errors.data, "environment CODEHUB_KUBE_NODE_SELECTOR: invalid JSON at "
+                                        "column"));
+    assert_non_null(strstr(errors.data, "environment CODEHUB_KUBE_TOLERATIONS: expected a list "
+                                        "of Toleration"));
+    assert_non_null(strstr(errors.data, "environment CODEHUB_KUBE_SPAWNER: unknown key"));
+    assert_string_equal(cfg.kube.node_selector, "{}");
+    buf_free(&errors);
+
+    /* Values stored by code bypass the parser; config_finish checks them again. */
+    free(cfg.kube.labels);
+    cfg.kube.labels = xstrdup("[1]");
+    assert_int_equal(config_finish(&cfg, &errors), -EINVAL);
+    assert_non_null(strstr(errors.data, "kube.labels: expected a mapping"));
+    buf_free(&errors);
+    config_free(&cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1361,6 +1561,8 @@ int main(void)
         cmocka_unit_test(test_finish_errors),
         cmocka_unit_test(test_finish_null_errors_buffer),
         cmocka_unit_test(test_dump_round_trip),
+        cmocka_unit_test(test_kube_keys),
+        cmocka_unit_test(test_kube_errors),
         cmocka_unit_test(test_each_key),
         cmocka_unit_test(test_docs_list_every_key),
         cmocka_unit_test(test_docs_examples_are_valid),

@@ -77,10 +77,21 @@
   }
 
   // Starting shows the progress page, which starts the server and opens it when ready.
-  startBtn.addEventListener('click', () => {
+  // A chosen profile (kubernetes spawner) is sent with the start first: the progress page
+  // then follows that start.
+  const profile = document.getElementById('profile');
+  startBtn.addEventListener('click', () => act(async () => {
     ch.setStatus(message, 'Starting your server…', '');
+    if (profile && profile.value) {
+      try {
+        await ch.request('POST', path + '/server', {profile: profile.value});
+      } catch (err) {
+        ch.setStatus(message, explain('Starting the server', err), 'error');
+        return;
+      }
+    }
     window.location.assign(ch.base + '/hub/spawn-pending/' + encodeURIComponent(user));
-  });
+  }));
 
   stopBtn.addEventListener('click', () => act(async () => {
     ch.setStatus(message, 'Stopping your server…', '');
