@@ -7,7 +7,7 @@ VENV       := .deps/venv
 PYTEST     := $(VENV)/bin/python -m pytest
 JOBS       ?= $(shell nproc)
 
-.PHONY: all deps build run test test-unit test-integ asan fuzz bench bench-quick format check-source clean
+.PHONY: all deps build run test test-unit test-integ test-kube asan fuzz bench bench-quick format check-source clean
 
 all: build
 
@@ -39,6 +39,13 @@ test-unit: build
 
 test-integ: build
 	@CODEHUB_BIN=$(abspath $(BUILD))/codehub $(PYTEST) tests/integ -q -p no:cacheprovider
+
+# Only the Kubernetes tests: the harness itself and the kubernetes spawner against a real
+# kube-apiserver (tests/kube, built by make deps). Part of test-integ, so of make test.
+test-kube: build
+	@scripts/build-kubetest.sh
+	@CODEHUB_BIN=$(abspath $(BUILD))/codehub $(PYTEST) -q -p no:cacheprovider \
+		tests/integ/test_kube_harness.py tests/integ/test_kube_spawner.py
 
 $(ASAN_BUILD)/build.ninja:
 	@cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCODEHUB_SANITIZE=ON >/dev/null

@@ -1252,10 +1252,11 @@ static void test_each_key(void **state)
         free(keys.names[i]);
 }
 
-static char *read_docs(void)
+/* Returns docs/NAME (caller frees). */
+static char *read_doc(const char *name)
 {
     const char *src = getenv("CODEHUB_SOURCE_DIR");
-    char *path = src ? xasprintf("%s/docs/config.md", src) : xstrdup("../docs/config.md");
+    char *path = src ? xasprintf("%s/docs/%s", src, name) : xasprintf("../docs/%s", name);
     FILE *f = fopen(path, "rb");
     if (f == NULL)
         fail_msg("cannot open %s (set CODEHUB_SOURCE_DIR): %s", path, strerror(errno));
@@ -1295,15 +1296,44 @@ static void check_documented(const char *key, const char *doc, void *data)
 
 static void test_docs_list_every_key(void **state)
 {
-    char *md = read_docs();
+    char *md = read_doc("config.md");
     config_each_key(check_documented, md);
     free(md);
+}
+
+struct two_docs {
+    const char *config_md, *kubernetes_md;
+};
+
+/* docs/kubernetes.md repeats the kube rows of docs/config.md: each, verbatim. */
+static void check_kube_row(const char *key, const char *doc, void *data)
+{
+    const struct two_docs *d = data;
+    if (strncmp(key, "kube.", 5) != 0)
+        return;
+    char *cell = xasprintf("| `%s` |", key);
+    const char *row = strstr(d->config_md, cell);
+    assert_non_null(row);
+    const char *end = strchr(row, '\n');
+    char *line = end ? xstrndup(row, (size_t)(end - row)) : xstrdup(row);
+    if (strstr(d->kubernetes_md, line) == NULL)
+        fail_msg("docs/kubernetes.md lacks (or differs in) the row of %s in docs/config.md", key);
+    free(line);
+    free(cell);
+}
+
+static void test_kubernetes_doc_lists_every_kube_key(void **state)
+{
+    struct two_docs d = {read_doc("config.md"), read_doc("kubernetes.md")};
+    config_each_key(check_kube_row, &d);
+    free((char *)d.config_md);
+    free((char *)d.kubernetes_md);
 }
 
 /* Every ```yaml example in the docs is a valid config. */
 static void test_docs_examples_are_valid(void **state)
 {
-    char *md = read_docs();
+    char *md = read_doc("config.md");
     size_t examples = 0;
     const char *p = md;
     for (;;) {
@@ -1565,6 +1595,7 @@ int main(void)
         cmocka_unit_test(test_kube_errors),
         cmocka_unit_test(test_each_key),
         cmocka_unit_test(test_docs_list_every_key),
+        cmocka_unit_test(test_kubernetes_doc_lists_every_kube_key),
         cmocka_unit_test(test_docs_examples_are_valid),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
