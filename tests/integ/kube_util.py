@@ -22,6 +22,7 @@ import os
 import shutil
 import ssl
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -293,9 +294,24 @@ def ensure_kubetest():
 def start_cluster(dir=None, *extra_args):
     """Run `kubetest up` into DIR (a new short /tmp dir by default) and return the cluster.
     Short on purpose: code-server's sockets live under pod homes, and a Unix socket path
-    may not exceed 107 bytes."""
+    may not exceed 107 bytes.
+
+    Without a DIR of the caller's, a failed `up` is tried once more in a new directory: the
+    ports it picks are free when it looks, and another process on the machine can take one
+    before etcd or the apiserver binds it (seen once in CI while a benchmark ran its own
+    cluster). The first failure is printed, so it is never silent."""
     ensure_kubetest()
-    dir = Path(dir or tempfile.mkdtemp(prefix="kt-", dir="/tmp"))
+    if dir is not None:
+        return _start_cluster_once(Path(dir), extra_args)
+    try:
+        return _start_cluster_once(Path(tempfile.mkdtemp(prefix="kt-", dir="/tmp")), extra_args)
+    except RuntimeError as first:
+        print(f"kube_util: first kubetest up failed, trying once more:\n{first}",
+              file=sys.stderr)
+        return _start_cluster_once(Path(tempfile.mkdtemp(prefix="kt-", dir="/tmp")), extra_args)
+
+
+def _start_cluster_once(dir, extra_args):
     r = subprocess.run([str(KUBETEST), "up", "--dir", str(dir), "--images", str(IMAGES),
                         *extra_args], capture_output=True, text=True, timeout=300)
     if r.returncode != 0:
