@@ -233,6 +233,25 @@ static void start_list(struct k8s_watch *w)
     list_page(w);
 }
 
+/* What the cache keeps of `obj`: a new reference to it, or to a stub of its metadata
+ * (see cache_metadata_only). */
+static json_t *cache_entry(const struct k8s_watch *w, json_t *obj)
+{
+    if (!w->opt.cache_metadata_only)
+        return json_incref(obj);
+    json_t *meta = json_object_get(obj, "metadata");
+    json_t *stub = json_object();
+    static const char *const keep[] = {"name", "namespace", "uid", "resourceVersion"};
+    for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) {
+        json_t *v = json_object_get(meta, keep[i]);
+        if (v != NULL)
+            json_object_set(stub, keep[i], v);
+    }
+    json_t *entry = json_object();
+    json_object_set_new(entry, "metadata", stub);
+    return entry;
+}
+
 /* Makes `pending` the cache and tells the consumer what changed. */
 static void apply_list(struct k8s_watch *w)
 {
@@ -269,6 +288,11 @@ static void apply_list(struct k8s_watch *w)
     json_decref(old);
     if (!alive)
         return;
+    if (w->opt.cache_metadata_only) {
+        /* The list's whole objects were for the callbacks above; keep stubs from now on. */
+        json_object_foreach(w->cache, key, obj)
+            json_object_set_new(w->cache, key, cache_entry(w, obj));
+    }
     w->stats.synced = true;
     if (!emit(w, K8S_WATCH_SYNCED, NULL))
         return;
@@ -391,7 +415,7 @@ static int on_line(void *data, const char *line, size_t len)
             alive = emit(w, K8S_WATCH_DELETED, obj);
         }
     } else {
-        json_object_set(w->cache, key, obj);
+        json_object_set_new(w->cache, key, cache_entry(w, obj));
         alive = emit(w, known ? K8S_WATCH_MODIFIED : K8S_WATCH_ADDED, obj);
     }
     free(key);

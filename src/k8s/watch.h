@@ -43,6 +43,11 @@ struct k8s_watch_options {
     unsigned backoff_min_ms; /* first retry delay (default 500 ms) */
     unsigned backoff_max_ms; /* cap of the growing delay (default 30 s) */
     size_t max_line;         /* largest watch event accepted (default 16 MiB) */
+    /* Keep only each object's metadata (name, namespace, uid, resourceVersion) in the
+     * cache, for collections the consumer reads as a stream and never looks up, such as
+     * Events: a cluster keeps them for an hour, and whole objects would pile up. The
+     * callbacks still get whole objects, except DELETED after a re-list (the stub). */
+    bool cache_metadata_only;
 };
 
 /* `object` is borrowed for the call (json_incref to keep it); NULL for SYNCED. For DELETED

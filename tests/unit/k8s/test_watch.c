@@ -49,7 +49,8 @@ struct fx {
     struct buf log;
     int synced;
     int events;
-    int stop_after; /* stop the watch inside the callback at this event (1-based) */
+    int stop_after;      /* stop the watch inside the callback at this event (1-based) */
+    char last_phase[32]; /* status.phase of the last object a callback got ("" if none) */
 };
 
 /* ---- the fake collection ---- */
@@ -216,6 +217,8 @@ static void on_event(void *data, enum k8s_watch_event ev, json_t *obj)
                 json_string_value(json_object_get(m, "namespace")),
                 json_string_value(json_object_get(m, "name")),
                 json_string_value(json_object_get(m, "resourceVersion")));
+    const char *phase = json_string_value(json_object_get(json_object_get(obj, "status"), "phase"));
+    snprintf(f->last_phase, sizeof f->last_phase, "%s", phase ? phase : "");
     f->events++;
     if (f->stop_after && f->events == f->stop_after) {
         k8s_watch_stop(f->w);
@@ -394,6 +397,37 @@ static void test_paged_list_then_watch(void **state)
                         "Running");
     assert_null(k8s_watch_get(f->w, "ns2", "c"));
     assert_null(k8s_watch_get(f->w, NULL, "c"));
+}
+
+/* cache_metadata_only: callbacks get whole objects, the cache keeps only metadata. */
+static void test_metadata_only_cache(void **state)
+{
+    struct fx *f = *state;
+    api_put(f, "a", "Pending");
+    struct k8s_watch_options o = opts();
+    o.cache_metadata_only = true;
+    start(f, &o);
+    wait_synced(f, 1);
+    assert_string_equal(f->last_phase, "Pending"); /* the list's ADDED: the whole object */
+    json_t *a = k8s_watch_get(f->w, "ns1", "a");
+    assert_non_null(a);
+    assert_null(json_object_get(a, "status"));
+    json_t *m = json_object_get(a, "metadata");
+    assert_string_equal(json_string_value(json_object_get(m, "name")), "a");
+    assert_string_equal(json_string_value(json_object_get(m, "namespace")), "ns1");
+    assert_string_equal(json_string_value(json_object_get(m, "resourceVersion")), "1");
+    assert_null(json_object_get(m, "labels"));
+    f->events = 0;
+    send_event(f, "MODIFIED", api_put(f, "a", "Running"));
+    wait_events(f, 1);
+    assert_string_equal(f->last_phase, "Running"); /* a watch event: the whole object */
+    a = k8s_watch_get(f->w, "ns1", "a");
+    assert_null(json_object_get(a, "status"));
+    assert_string_equal(
+        json_string_value(json_object_get(json_object_get(a, "metadata"), "resourceVersion")), "2");
+    char *log = take_log(f);
+    assert_string_equal(log, "ADDED ns1/a 1;SYNCED;MODIFIED ns1/a 2;");
+    free(log);
 }
 
 static void test_empty_collection_all_namespaces(void **state)
@@ -866,6 +900,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_paged_list_then_watch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_metadata_only_cache, setup, teardown),
         cmocka_unit_test_setup_teardown(test_empty_collection_all_namespaces, setup, teardown),
         cmocka_unit_test_setup_teardown(test_events, setup, teardown),
         cmocka_unit_test_setup_teardown(test_event_split_across_chunks, setup, teardown),
