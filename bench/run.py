@@ -2,8 +2,8 @@
 """Runs every benchmark in one go and, for a full run, rewrites the generated parts of
 docs/benchmarks.md from the fresh results.
 
-    bench/run.py              full run: hub, spawn, proxy, websocket, jupyterhub, each in
-                              turn on this machine (about 45 minutes), results in
+    bench/run.py              full run: hub, proxy, websocket, spawn, jupyterhub, kube, each
+                              in turn on this machine (about 45 minutes), results in
                               bench/results/*.json, then docs/benchmarks.md updated
     bench/run.py --quick      reduced run of each (under five minutes), results in
                               bench/results/tmp/, docs untouched
@@ -35,7 +35,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
 # Order matters a little: the cheap, steady ones first, the long spawn comparisons last.
-BENCHMARKS = ("hub", "proxy", "websocket", "spawn", "jupyterhub")
+BENCHMARKS = ("hub", "proxy", "websocket", "spawn", "jupyterhub", "kube")
 # What --quick passes to each, chosen so that the whole quick run stays under five minutes
 # on this 2-core machine (each script's own --quick, trimmed further where needed).
 QUICK_ARGS = {
@@ -44,6 +44,7 @@ QUICK_ARGS = {
     "websocket": ["--quick"],
     "spawn": ["--quick", "--reps", "3"],
     "jupyterhub": ["--quick"],
+    "kube": ["--quick", "--reps", "1"],
 }
 
 
