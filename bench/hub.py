@@ -536,21 +536,39 @@ class Sodium:
         return count / (time.monotonic() - t0)
 
 
-# --- the benchmark -------------------------------------------------------------------------------
+# --- machine facts, shared by every benchmark script --------------------------------------------
 
-def machine_facts(binary, sodium):
-    def first_line(cmd):
-        r = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        return (r.stdout + r.stderr).strip().splitlines()[0] if (r.stdout + r.stderr) else ""
+def first_line(cmd):
+    """The first line a command prints (stdout, else stderr); "" when it prints nothing or
+    cannot run."""
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    text = (r.stdout + r.stderr).strip()
+    return text.splitlines()[0] if text else ""
 
-    model = ""
+
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo ("" when absent)."""
     with open("/proc/cpuinfo") as f:
         for line in f:
             if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
+    return ""
+
+
+def mem_total_kib():
+    """MemTotal from /proc/meminfo, KiB."""
     with open("/proc/meminfo") as f:
-        mem_kib = int(f.readline().split()[1])
+        return int(f.readline().split()[1])
+
+
+# --- the benchmark -------------------------------------------------------------------------------
+
+def machine_facts(binary, sodium):
+    model = cpu_model()
+    mem_kib = mem_total_kib()
     codehub_version = subprocess.run([binary, "version"], capture_output=True, text=True,
                                      check=False).stdout.strip().splitlines()
     return {

@@ -76,7 +76,7 @@ from proxy import CHP_BIN, CHP_DIR, CHP_VERSION  # noqa: E402
 from spawn import (CODE_SERVER, CONFIG, PAGE_HEADERS, SAFE_PATH, Direct,  # noqa: E402
                    Failure, HubSide, Jar, Procs, UnixHTTPConnection, busy_cpus, cli,
                    copy_binary, exchange, fetch_html, group_alive, machine_facts, rounded,
-                   start_hub, wait_group_gone, wait_quiet, QUIET_CPUS)
+                   start_hub, stop_server, wait_group_gone, wait_quiet, QUIET_CPUS)
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV = ROOT / ".deps" / "bench" / "jupyterhub-venv"
@@ -405,29 +405,9 @@ class Client:
 
     def stop(self, xsrf, jar, pgid):
         """DELETE the server, wait until the hub shows none and its process group is gone.
-        Returns the milliseconds (as bench/spawn.py's HubSide.stop)."""
-        t0 = time.perf_counter()
-        conn = self.conn()
-        status, _, body = exchange(conn, "DELETE", f"/hub/api/users/{self.name}/server",
-                                   {self.xsrf_header: xsrf}, jar=jar)
-        if status not in (202, 204):
-            raise Failure(f"{self.kind} DELETE server of {self.name}: {status} {body[:300]!r}")
-        deadline = time.monotonic() + 60
-        while True:
-            status, _, body = exchange(conn, "GET", f"/hub/api/users/{self.name}",
-                                       {"Accept": "application/json"}, jar=jar)
-            model = json.loads(body) if status == 200 else {}
-            if status == 200 and not model.get("server") and not model.get("pending"):
-                break
-            if time.monotonic() > deadline:
-                raise Failure(f"{self.kind}: {self.name}'s server did not stop: {status}")
-            time.sleep(0.02)
-        conn.close()
-        if pgid is not None:
-            if not wait_group_gone(pgid, 30):
-                raise Failure(f"process group {pgid} still alive after the stop")
-            self.procs.groups.discard(pgid)
-        return (time.perf_counter() - t0) * 1000
+        Returns the milliseconds (bench/spawn.py's stop_server, with this hub's XSRF header)."""
+        return stop_server(self.conn(), self.procs, self.name, {self.xsrf_header: xsrf}, jar,
+                           pgid, kind=self.kind, stop_timeout_s=60, group_timeout_s=30)
 
     def run(self, barrier=None):
         """The timed flow; with a barrier, every user's login POST waits for all the others'

@@ -77,7 +77,8 @@ except ImportError:
     sys.modules["pytest"] = _shim
 
 import kube_util  # noqa: E402
-from hub import clean_env, cpu_busy, log, proc_cpu_s, proc_status  # noqa: E402
+from hub import (clean_env, cpu_busy, cpu_model, first_line, log, mem_total_kib,  # noqa: E402
+                 proc_cpu_s, proc_status)
 from spawn import copy_binary  # noqa: E402
 
 SIZES_FULL = (10, 50, 100, 200)
@@ -493,22 +494,8 @@ def batch(ctx, names, kind, rep):
 # --- the run -------------------------------------------------------------------------------------
 
 def machine_facts(binary, cluster):
-    def first_line(cmd):
-        try:
-            r = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=60)
-        except OSError:
-            return ""
-        out = (r.stdout + r.stderr).strip()
-        return out.splitlines()[0] if out else ""
-
-    model = ""
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo") as f:
-        mem_kib = int(f.readline().split()[1])
+    model = cpu_model()
+    mem_kib = mem_total_kib()
     # kubetest builds the apiserver from the k8s.io/kubernetes module, without the release's
     # version stamp (/version says v0.0.0-master): the version is the one go.mod pins.
     gomod = (ROOT / "tests" / "kube" / "go.mod").read_text()

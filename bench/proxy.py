@@ -48,7 +48,8 @@ import urllib.parse
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from hub import (Procs, clean_env, cookie_value, cpu_busy, free_port, loadavg, log,  # noqa: E402
+from hub import (Procs, clean_env, cookie_value, cpu_busy, cpu_model, first_line, free_port,  # noqa: E402
+                 loadavg, log, mem_total_kib,
                  nginx_worker_pids, parse_wrk, proc_cpu_s, proc_status, request, shell_words,
                  summarize, wait_http)
 
@@ -354,19 +355,8 @@ def measure(procs, sides, name, path, conns, reps, duration, warmup):
 # --- machine -------------------------------------------------------------------------------------
 
 def machine_facts(binary):
-    def first_line(cmd):
-        r = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        text = (r.stdout + r.stderr).strip()
-        return text.splitlines()[0] if text else ""
-
-    model = ""
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo") as f:
-        mem_kib = int(f.readline().split()[1])
+    model = cpu_model()
+    mem_kib = mem_total_kib()
     return {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "nproc": os.cpu_count(),
@@ -457,6 +447,40 @@ def main():
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def start_nginx_proxy(procs, rp_dir, rp_conf, rp_port):
+    """Starts nginx as the reverse proxy (pinned to PROXY_CPU) and waits for its port.
+    Returns (argv, pids of master and worker)."""
+    rp_argv = ["taskset", "-c", PROXY_CPU, "nginx", "-e", str(rp_dir / "error.log"), "-p",
+               str(rp_dir), "-c", str(rp_conf)]
+    rp = procs.start(rp_argv)
+    wait_port(rp_port, proc=rp)
+    time.sleep(0.2)
+    return rp_argv, [rp.pid] + nginx_worker_pids(rp.pid)
+
+
+def start_chp(procs, tmp, chp_port, chp_api, up_port):
+    """Starts configurable-http-proxy (pinned to PROXY_CPU, --no-include-prefix) with the
+    route /user/USER -> the upstream's TCP port. Returns (process, argv, the route command
+    as a reader would type it)."""
+    chp_token = secrets.token_hex(16)
+    chp_argv = ["taskset", "-c", PROXY_CPU, "node", str(CHP_BIN), "--ip", "127.0.0.1",
+                "--port", str(chp_port), "--api-ip", "127.0.0.1", "--api-port", str(chp_api),
+                "--no-include-prefix", "--log-level", "warn"]
+    chp = procs.start(chp_argv, env={**os.environ, "CONFIGPROXY_AUTH_TOKEN": chp_token},
+                      stdout=open(tmp / "chp.log", "ab"), stderr=subprocess.STDOUT)
+    wait_port(chp_api, proc=chp)
+    route = json.dumps({"target": f"http://127.0.0.1:{up_port}"}).encode()
+    status, _, _ = request(chp_api, "POST", f"/api/routes/user/{USER}", route,
+                           {"Authorization": f"token {chp_token}",
+                            "Content-Type": "application/json"})
+    if status != 201:
+        raise RuntimeError(f"CHP route: {status}")
+    route_cmd = (f"curl -X POST -H 'Authorization: token $CONFIGPROXY_AUTH_TOKEN' "
+                 f"-d '{{\"target\": \"http://127.0.0.1:UPSTREAM_PORT\"}}' "
+                 f"http://127.0.0.1:API_PORT/api/routes/user/{USER}")
+    return chp, chp_argv, route_cmd
+
+
 def run(procs, tmp, args, state, reps, conns, big, warmup):
     binary = tmp / "codehub"
     shutil.copy2(args.bin, binary)
@@ -495,29 +519,8 @@ def run(procs, tmp, args, state, reps, conns, big, warmup):
     log(f"upstream nginx pgid {server['pgid']} pids {up_pids} socket {sock}")
 
     rp_dir, rp_conf = write_nginx_proxy(tmp, rp_port, sock)
-    rp_argv = ["taskset", "-c", PROXY_CPU, "nginx", "-e", str(rp_dir / "error.log"), "-p",
-               str(rp_dir), "-c", str(rp_conf)]
-    rp = procs.start(rp_argv)
-    wait_port(rp_port, proc=rp)
-    time.sleep(0.2)
-    rp_pids = [rp.pid] + nginx_worker_pids(rp.pid)
-
-    chp_token = secrets.token_hex(16)
-    chp_argv = ["taskset", "-c", PROXY_CPU, "node", str(CHP_BIN), "--ip", "127.0.0.1",
-                "--port", str(chp_port), "--api-ip", "127.0.0.1", "--api-port", str(chp_api),
-                "--no-include-prefix", "--log-level", "warn"]
-    chp = procs.start(chp_argv, env={**os.environ, "CONFIGPROXY_AUTH_TOKEN": chp_token},
-                      stdout=open(tmp / "chp.log", "ab"), stderr=subprocess.STDOUT)
-    wait_port(chp_api, proc=chp)
-    route = json.dumps({"target": f"http://127.0.0.1:{up_port}"}).encode()
-    status, _, _ = request(chp_api, "POST", f"/api/routes/user/{USER}", route,
-                           {"Authorization": f"token {chp_token}",
-                            "Content-Type": "application/json"})
-    if status != 201:
-        raise RuntimeError(f"CHP route: {status}")
-    chp_add_route = (f"curl -X POST -H 'Authorization: token $CONFIGPROXY_AUTH_TOKEN' "
-                     f"-d '{{\"target\": \"http://127.0.0.1:UPSTREAM_PORT\"}}' "
-                     f"http://127.0.0.1:API_PORT/api/routes/user/{USER}")
+    rp_argv, rp_pids = start_nginx_proxy(procs, rp_dir, rp_conf, rp_port)
+    chp, chp_argv, chp_add_route = start_chp(procs, tmp, chp_port, chp_api, up_port)
 
     prefix = f"/user/{USER}"
     sides = [

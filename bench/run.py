@@ -33,6 +33,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+from hub import cpu_model, mem_total_kib  # noqa: E402
+from hub import first_line as hub_first_line  # noqa: E402
+
 DOC = ROOT / "docs" / "benchmarks.md"
 # Order matters a little: the cheap, steady ones first, the long spawn comparisons last.
 BENCHMARKS = ("hub", "proxy", "websocket", "spawn", "jupyterhub", "kube")
@@ -69,18 +73,10 @@ def run_one(name, quick, python):
 
 def machine_block():
     def first_line(cmd):
-        try:
-            out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-            return (out.stdout or out.stderr).strip().splitlines()[0]
-        except (OSError, IndexError):
-            return "not installed"
+        return hub_first_line(cmd) or "not installed"
 
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem_kib = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+    cpu = cpu_model() or "unknown"
+    mem_kib = mem_total_kib()
     os_name = "Linux"
     osr = Path("/etc/os-release")
     if osr.exists():

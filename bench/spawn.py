@@ -55,7 +55,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
-from hub import Sodium, clean_env, cpu_busy, loadavg, log, summarize
+from hub import (Sodium, clean_env, cpu_busy, cpu_model, first_line, loadavg, log, mem_total_kib,
+                 summarize)
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE_SERVER = ROOT / ".deps" / "code-server" / "bin" / "code-server"
@@ -348,6 +349,35 @@ class Direct:
 
 # --- B: through codehub --------------------------------------------------------------------------
 
+def stop_server(conn, procs, name, headers, jar, pgid, kind="codehub", stop_timeout_s=30,
+                group_timeout_s=10):
+    """DELETE NAME's server through the hub API on `conn` (closed afterwards), wait until
+    GET /hub/api/users/NAME shows neither a server nor a pending action, then until process
+    group `pgid` (if any) is gone. Works on codehub and JupyterHub alike; `headers` carries
+    the XSRF token. Returns the milliseconds."""
+    t0 = time.perf_counter()
+    status, _, body = exchange(conn, "DELETE", f"/hub/api/users/{name}/server", headers,
+                               jar=jar)
+    if status not in (202, 204):
+        raise Failure(f"{kind} DELETE server of {name}: {status} {body[:300]!r}")
+    deadline = time.monotonic() + stop_timeout_s
+    while True:
+        status, _, body = exchange(conn, "GET", f"/hub/api/users/{name}",
+                                   {"Accept": "application/json"}, jar=jar)
+        model = json.loads(body) if status == 200 else {}
+        if status == 200 and not model.get("server") and not model.get("pending"):
+            break
+        if time.monotonic() > deadline:
+            raise Failure(f"{kind}: {name}'s server did not stop: {status} {body[:300]!r}")
+        time.sleep(0.02)
+    conn.close()
+    if pgid is not None:
+        if not wait_group_gone(pgid, group_timeout_s):
+            raise Failure(f"process group {pgid} still alive after the stop")
+        procs.groups.discard(pgid)
+    return (time.perf_counter() - t0) * 1000
+
+
 class HubSide:
     def __init__(self, procs, port, data_dir, log_path, name):
         self.procs = procs
@@ -492,28 +522,8 @@ class HubSide:
     def stop(self, xsrf, jar, pgid):
         """DELETE the server, wait until the hub says it is stopped and its process group is
         gone. Returns the milliseconds."""
-        t0 = time.perf_counter()
-        conn = self.conn()
-        status, _, body = exchange(conn, "DELETE", f"/hub/api/users/{self.name}/server",
-                                   {"X-XSRF-Token": xsrf}, jar=jar)
-        if status not in (202, 204):
-            raise Failure(f"DELETE server of {self.name}: {status} {body[:300]!r}")
-        deadline = time.monotonic() + 30
-        while True:
-            status, _, body = exchange(conn, "GET", f"/hub/api/users/{self.name}",
-                                       {"Accept": "application/json"}, jar=jar)
-            model = json.loads(body) if status == 200 else {}
-            if status == 200 and not model.get("server") and not model.get("pending"):
-                break
-            if time.monotonic() > deadline:
-                raise Failure(f"{self.name}'s server did not stop: {status} {body[:300]!r}")
-            time.sleep(0.02)
-        conn.close()
-        if pgid is not None:
-            if not wait_group_gone(pgid, 10):
-                raise Failure(f"process group {pgid} still alive after the stop")
-            self.procs.groups.discard(pgid)
-        return (time.perf_counter() - t0) * 1000
+        return stop_server(self.conn(), self.procs, self.name, {"X-XSRF-Token": xsrf}, jar,
+                           pgid)
 
     def log_facts(self, offset, wall_post, wall_201):
         """What the hub's own log says about this run. Its timestamps are the same wall clock
@@ -567,22 +577,8 @@ class HubSide:
 # --- machine facts, setup ------------------------------------------------------------------------
 
 def machine_facts(binary, sodium):
-    def first_line(cmd):
-        try:
-            r = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=60)
-        except OSError:
-            return ""
-        out = (r.stdout + r.stderr).strip()
-        return out.splitlines()[0] if out else ""
-
-    model = ""
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    with open("/proc/meminfo") as f:
-        mem_kib = int(f.readline().split()[1])
+    model = cpu_model()
+    mem_kib = mem_total_kib()
     # The launcher scripts/install-code-server.sh writes execs a node named in it.
     m = re.search(r'exec "([^"]+)"', CODE_SERVER.read_text(errors="replace"))
     node = Path(m.group(1) if m else shutil.which("node") or "node")
@@ -697,7 +693,7 @@ def run(procs, tmp, args, reps, settle, quiet_max):
                        "this script share the machine's 2 CPUs",
             "config": CONFIG,
             "commands": {
-                "user_add": f"echo $PASSWORD | codehub user add NAME --password-stdin "
+                "user_add": "echo $PASSWORD | codehub user add NAME --password-stdin "
                             "--config DIR/codehub.yaml --data-dir DIR/data",
                 "hub": "CODEHUB_LOCAL_CODE_SERVER=$PWD/.deps/code-server/bin/code-server "
                        "codehub serve --config DIR/codehub.yaml --bind 127.0.0.1:0 "

@@ -42,7 +42,6 @@ import hashlib
 import json
 import os
 import resource
-import secrets
 import select
 import shutil
 import signal
@@ -54,10 +53,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hub import (Procs, clean_env, cpu_busy, free_port, loadavg, log,  # noqa: E402
-                 nginx_worker_pids, proc_cpu_s, proc_status, request, shell_words, summarize)
+                 proc_cpu_s, proc_status, request, shell_words, summarize)
 from proxy import (CHP_BIN, CHP_DIR, CHP_VERSION, CLIENT_CPU, PASSWORD, PROXY_CPU,  # noqa: E402
                    USER, group_alive, login_and_start, machine_facts, run_as_directive,
-                   start_codehub, stop_user_server, wait_port)
+                   start_chp, start_codehub, start_nginx_proxy, stop_user_server, wait_port)
 
 ROOT = Path(__file__).resolve().parents[1]
 WSBENCH_SRC = ROOT / "bench" / "wsbench"
@@ -524,29 +523,8 @@ def run(procs, tmp, args, state, cfg):
     log(f"upstream wsbench echo pid {server['pid']} socket {sock}")
 
     rp_dir, rp_conf = write_nginx_proxy(tmp, rp_port, sock, cfg["nofile"][0])
-    rp_argv = ["taskset", "-c", PROXY_CPU, "nginx", "-e", str(rp_dir / "error.log"), "-p",
-               str(rp_dir), "-c", str(rp_conf)]
-    rp = procs.start(rp_argv)
-    wait_port(rp_port, proc=rp)
-    time.sleep(0.2)
-    rp_pids = [rp.pid] + nginx_worker_pids(rp.pid)
-
-    chp_token = secrets.token_hex(16)
-    chp_argv = ["taskset", "-c", PROXY_CPU, "node", str(CHP_BIN), "--ip", "127.0.0.1",
-                "--port", str(chp_port), "--api-ip", "127.0.0.1", "--api-port", str(chp_api),
-                "--no-include-prefix", "--log-level", "warn"]
-    chp = procs.start(chp_argv, env={**os.environ, "CONFIGPROXY_AUTH_TOKEN": chp_token},
-                      stdout=open(tmp / "chp.log", "ab"), stderr=subprocess.STDOUT)
-    wait_port(chp_api, proc=chp)
-    route = json.dumps({"target": f"http://127.0.0.1:{up_port}"}).encode()
-    status, _, _ = request(chp_api, "POST", f"/api/routes/user/{USER}", route,
-                           {"Authorization": f"token {chp_token}",
-                            "Content-Type": "application/json"})
-    if status != 201:
-        raise RuntimeError(f"CHP route: {status}")
-    chp_add_route = (f"curl -X POST -H 'Authorization: token $CONFIGPROXY_AUTH_TOKEN' "
-                     f"-d '{{\"target\": \"http://127.0.0.1:UPSTREAM_PORT\"}}' "
-                     f"http://127.0.0.1:API_PORT/api/routes/user/{USER}")
+    rp_argv, rp_pids = start_nginx_proxy(procs, rp_dir, rp_conf, rp_port)
+    chp, chp_argv, chp_add_route = start_chp(procs, tmp, chp_port, chp_api, up_port)
 
     path = f"/user/{USER}/ws"
     hub_origin = f"http://127.0.0.1:{hub_port}"

@@ -233,22 +233,22 @@ static void start_list(struct k8s_watch *w)
     list_page(w);
 }
 
-/* What the cache keeps of `obj`: a new reference to it, or to a stub of its metadata
- * (see cache_metadata_only). */
+/* What the cache keeps of `obj`: a new reference to it, or to a new object holding only
+ * its identifying metadata (see cache_metadata_only). */
 static json_t *cache_entry(const struct k8s_watch *w, json_t *obj)
 {
     if (!w->opt.cache_metadata_only)
         return json_incref(obj);
     json_t *meta = json_object_get(obj, "metadata");
-    json_t *stub = json_object();
+    json_t *ids = json_object();
     static const char *const keep[] = {"name", "namespace", "uid", "resourceVersion"};
     for (size_t i = 0; i < sizeof keep / sizeof keep[0]; i++) {
         json_t *v = json_object_get(meta, keep[i]);
         if (v != NULL)
-            json_object_set(stub, keep[i], v);
+            json_object_set(ids, keep[i], v);
     }
     json_t *entry = json_object();
-    json_object_set_new(entry, "metadata", stub);
+    json_object_set_new(entry, "metadata", ids);
     return entry;
 }
 
@@ -289,7 +289,8 @@ static void apply_list(struct k8s_watch *w)
     if (!alive)
         return;
     if (w->opt.cache_metadata_only) {
-        /* The list's whole objects were for the callbacks above; keep stubs from now on. */
+        /* The list's whole objects were for the callbacks above; keep only their metadata from now
+         * on. */
         json_object_foreach(w->cache, key, obj)
             json_object_set_new(w->cache, key, cache_entry(w, obj));
     }

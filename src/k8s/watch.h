@@ -46,7 +46,7 @@ struct k8s_watch_options {
     /* Keep only each object's metadata (name, namespace, uid, resourceVersion) in the
      * cache, for collections the consumer reads as a stream and never looks up, such as
      * Events: a cluster keeps them for an hour, and whole objects would pile up. The
-     * callbacks still get whole objects, except DELETED after a re-list (the stub). */
+     * callbacks still get whole objects, except DELETED after a re-list (the metadata kept). */
     bool cache_metadata_only;
 };
 
