@@ -18,7 +18,9 @@ PACKAGES=(
     build-essential cmake ninja-build pkg-config clang clang-format libclang-rt-14-dev
     # libraries codehub links
     libuv1-dev libhttp-parser-dev libjansson-dev libfyaml-dev libsodium-dev libsqlite3-dev
-    sqlite3 libcmocka-dev libssl-dev libcurl4-openssl-dev openssl
+    sqlite3 libcmocka-dev libssl-dev libcurl4-openssl-dev openssl libpq-dev
+    # the PostgreSQL server the tests start (scripts/pg-test-server.sh)
+    postgresql
     # tests: Python venv, Debian's browser, process tools, curl for install-code-server.sh
     python3-venv chromium procps psmisc openssh-client curl
     # code-server: Debian's rg replaces the one @vscode/ripgrep would download, plus what

@@ -5,11 +5,12 @@
  * functions. A backend gets arguments that are already checked (no NULL where a string
  * is required, valid names, scopes and states, optional strings already replaced by
  * their defaults) and only has to run the queries. It returns the same codes as the
- * public functions: 0, -ENOENT, -EEXIST, -EIO (after logging why) and, for constraint
- * failures the checks could not foresee, -EINVAL.
+ * public functions: 0, -ENOENT, -EEXIST, -EIO (after logging why), -ESTALE and -EBUSY
+ * where the replica functions say so and, for constraint failures the checks could not
+ * foresee, -EINVAL.
  *
- * A backend is one constant table of these functions. SQLite is in sqlite.c; a
- * PostgreSQL backend would add pg.c with its own table and a line in store_open(). */
+ * A backend is one constant table of these functions: SQLite in sqlite.c, PostgreSQL in
+ * pg.c. store_open_password() picks one by the URL's scheme. */
 #ifndef CODEHUB_STORE_BACKEND_H
 #define CODEHUB_STORE_BACKEND_H
 
@@ -23,9 +24,11 @@ struct store_backend {
     const char *name; /* "sqlite", "postgres": for log lines */
 
     /* `target` is what follows the scheme for SQLite (a file path) or the whole URL for
-     * PostgreSQL. Returns the backend's own state, or NULL with *err set (caller frees);
-     * `err` is never NULL here. The state is freed by close(). */
-    void *(*open)(const char *target, char **err);
+     * PostgreSQL. `password` (PostgreSQL only, may be NULL; always NULL for SQLite) is
+     * borrowed for the call. Returns the backend's own state, or NULL with *err set
+     * (caller frees); `err` is never NULL here. The state is freed by close().
+     * `pool_size` (PostgreSQL only) caps the connections kept for callers; 0: 8. */
+    void *(*open)(const char *target, const char *password, unsigned pool_size, char **err);
     void (*close)(void *impl);
 
     int (*schema_version)(void *impl, int *out);
@@ -75,6 +78,19 @@ struct store_backend {
     int (*server_put)(void *impl, const struct store_server *s);
     int (*server_list_active)(void *impl, struct store_server **out, size_t *n_out);
     int (*server_delete)(void *impl, int64_t user_id);
+    /* As server_put, with state "starting" and stop_requested false; -EBUSY when the row
+     * exists in another state than "stopped"/"failed". `current_out` may be NULL. */
+    int (*server_claim)(void *impl, const struct store_server *s, struct store_server *current_out);
+    /* `out` may be NULL. */
+    int (*server_adopt)(void *impl, int64_t user_id, const char *from_owner, const char *to_owner,
+                        struct store_server *out);
+    int (*server_request_stop)(void *impl, int64_t user_id);
+
+    /* `address` is never NULL here ("" when unknown). */
+    int (*replica_beat)(void *impl, const char *id, const char *address, int64_t started_ms,
+                        int64_t now_ms);
+    int (*replica_list)(void *impl, struct store_replica **out, size_t *n_out);
+    int (*replica_delete)(void *impl, const char *id);
 
     /* Every string is non-NULL here. */
     int (*event_add)(void *impl, int64_t now_ms, const char *kind, const char *user,
@@ -89,5 +105,15 @@ struct store {
 };
 
 extern const struct store_backend store__sqlite_backend;
+extern const struct store_backend store__pg_backend;
+
+/* PostgreSQL only, for the listener (pg_listen.c): how the store's pool connects, so that
+ * the listener reaches the same database with the same password, TLS settings and
+ * defaults. Sets *keywords and *values to NULL-terminated libpq keyword/value arrays for
+ * PQconnectStartParams(keywords, values, 1) (expand_dbname must be 1: the URL is the
+ * "dbname" value, and the password, when a password file gave one, follows it). Both are
+ * borrowed from the store and valid until store_close(). Returns 0, or -ENOTSUP when `st`
+ * is not a PostgreSQL store (or is NULL). */
+int store__pg_conninfo(struct store *st, const char *const **keywords, const char *const **values);
 
 #endif

@@ -71,6 +71,13 @@ enum stmt_id {
     ST_SERVER_PUT,
     ST_SERVER_LIST_ACTIVE,
     ST_SERVER_DELETE,
+    ST_SERVER_CLAIM,
+    ST_SERVER_ADOPT,
+    ST_SERVER_ACTIVE,
+    ST_SERVER_REQUEST_STOP,
+    ST_REPLICA_BEAT,
+    ST_REPLICA_LIST,
+    ST_REPLICA_DELETE,
     ST_EVENT_INSERT,
     ST_EVENT_LIST,
     ST__COUNT
@@ -87,7 +94,8 @@ _Static_assert(ST__COUNT <= 64, "the per-call bitmask of used statements holds 6
     "t.expires_ms, t.last_used_ms FROM tokens t JOIN users u ON u.id = t.user_id"
 #define SERVER_COLS                                                                                \
     "v.user_id, u.name, v.state, v.url, v.spawner_state, v.message, v.started_ms, "                \
-    "v.last_activity_ms, v.updated_ms FROM servers v JOIN users u ON u.id = v.user_id"
+    "v.last_activity_ms, v.updated_ms, v.owner, v.stop_requested "                                 \
+    "FROM servers v JOIN users u ON u.id = v.user_id"
 /* A row is alive while expires_ms is 0 (never) or not yet in the past. */
 #define ALIVE(t) "(" t ".expires_ms = 0 OR " t ".expires_ms >= ?2)"
 
@@ -135,13 +143,38 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_TOKEN_DELETE] = "DELETE FROM tokens WHERE user_id = ?1 AND id = ?2",
     [ST_TOKEN_TOUCH] = "UPDATE tokens SET last_used_ms = MAX(last_used_ms, ?2) WHERE id = ?1",
     [ST_SERVER_GET] = "SELECT " SERVER_COLS " WHERE v.user_id = ?1",
+    /* The fence: with an owner, the update happens only while the row is ownerless or
+     * already ours; the caller learns of a lost fence from changes() == 0. */
     [ST_SERVER_PUT] =
         "INSERT INTO servers (user_id, state, url, spawner_state, message, started_ms, "
-        "last_activity_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) "
+        "last_activity_ms, updated_ms, owner) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) "
         "ON CONFLICT (user_id) DO UPDATE SET state = excluded.state, url = excluded.url, "
         "spawner_state = excluded.spawner_state, message = excluded.message, "
         "started_ms = excluded.started_ms, last_activity_ms = excluded.last_activity_ms, "
-        "updated_ms = excluded.updated_ms",
+        "updated_ms = excluded.updated_ms, owner = excluded.owner "
+        "WHERE excluded.owner = '' OR servers.owner IN (excluded.owner, '')",
+    /* One statement decides a claim race: the upsert's WHERE sees the latest row under
+     * the write lock. */
+    [ST_SERVER_CLAIM] =
+        "INSERT INTO servers (user_id, state, url, spawner_state, message, started_ms, "
+        "last_activity_ms, updated_ms, owner, stop_requested) "
+        "VALUES (?1, 'starting', ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0) "
+        "ON CONFLICT (user_id) DO UPDATE SET state = 'starting', url = excluded.url, "
+        "spawner_state = excluded.spawner_state, message = excluded.message, "
+        "started_ms = excluded.started_ms, last_activity_ms = excluded.last_activity_ms, "
+        "updated_ms = excluded.updated_ms, owner = excluded.owner, stop_requested = 0 "
+        "WHERE servers.state IN ('stopped', 'failed')",
+    [ST_SERVER_ADOPT] = "UPDATE servers SET owner = ?3 "
+                        "WHERE user_id = ?1 AND state != 'stopped' AND owner = ?2",
+    [ST_SERVER_ACTIVE] = "SELECT owner FROM servers WHERE user_id = ?1 AND state != 'stopped'",
+    [ST_SERVER_REQUEST_STOP] = "UPDATE servers SET stop_requested = 1 "
+                               "WHERE user_id = ?1 AND state IN ('starting', 'running')",
+    [ST_REPLICA_BEAT] =
+        "INSERT INTO replicas (id, address, started_ms, heartbeat_ms) VALUES (?1, ?2, ?3, ?4) "
+        "ON CONFLICT (id) DO UPDATE SET address = excluded.address, "
+        "heartbeat_ms = MAX(replicas.heartbeat_ms, excluded.heartbeat_ms)",
+    [ST_REPLICA_LIST] = "SELECT id, address, started_ms, heartbeat_ms FROM replicas ORDER BY id",
+    [ST_REPLICA_DELETE] = "DELETE FROM replicas WHERE id = ?1",
     [ST_SERVER_LIST_ACTIVE] = "SELECT " SERVER_COLS " WHERE v.state != 'stopped' ORDER BY u.name",
     [ST_SERVER_DELETE] = "DELETE FROM servers WHERE user_id = ?1",
     [ST_EVENT_INSERT] = "INSERT INTO events (ts_ms, kind, \"user\", actor, detail) "
@@ -526,6 +559,16 @@ static void read_server(sqlite3_stmt *s, struct store_server *v)
     v->started_ms = sqlite3_column_int64(s, 6);
     v->last_activity_ms = sqlite3_column_int64(s, 7);
     v->updated_ms = sqlite3_column_int64(s, 8);
+    v->owner = col_str(s, 9);
+    v->stop_requested = sqlite3_column_int(s, 10) != 0;
+}
+
+static void read_replica(sqlite3_stmt *s, struct store_replica *r)
+{
+    r->id = col_str(s, 0);
+    r->address = col_str(s, 1);
+    r->started_ms = sqlite3_column_int64(s, 2);
+    r->heartbeat_ms = sqlite3_column_int64(s, 3);
 }
 
 static void read_event(sqlite3_stmt *s, struct store_event *e)
@@ -691,7 +734,7 @@ static void sq_close(void *impl)
     free(sq);
 }
 
-static void *sq_open(const char *path, char **err)
+static void *sq_open(const char *path, const char *password, unsigned pool_size, char **err)
 {
     struct sq *sq = NULL;
     struct conn *c = NULL;
@@ -1270,7 +1313,10 @@ static int sq_server_put(void *impl, const struct store_server *v)
     bind_i64(&k, s, 6, v->started_ms);
     bind_i64(&k, s, 7, v->last_activity_ms);
     bind_i64(&k, s, 8, v->updated_ms);
+    bind_text(&k, s, 9, v->owner);
     rc = exec_stmt(&k, s);
+    if (rc == 0 && changes(&k) == 0)
+        rc = -ESTALE; /* the fence held: another replica owns the row */
     call_end(&k);
     return rc;
 }
@@ -1304,6 +1350,163 @@ static int sq_server_list_active(void *impl, struct store_server **out, size_t *
 static int sq_server_delete(void *impl, int64_t user_id)
 {
     return update_one(impl, "server_delete", ST_SERVER_DELETE, NULL, user_id, 0, false);
+}
+
+/* Reads the joined row of `user_id` into `out` inside call `k`. Returns 0 or a negative
+ * errno; -ENOENT when the row is gone. */
+static int read_server_row(struct call *k, int64_t user_id, struct store_server *out)
+{
+    sqlite3_stmt *s = call_stmt(k, ST_SERVER_GET);
+    bind_i64(k, s, 1, user_id);
+    int rc = step(k, s);
+    if (rc == 1) {
+        read_server(s, out);
+        rc = 0;
+    } else if (rc == 0) {
+        rc = -ENOENT;
+    }
+    return rc;
+}
+
+static int sq_server_claim(void *impl, const struct store_server *v,
+                           struct store_server *current_out)
+{
+    struct store_server cur = {0};
+    struct call k;
+    int rc = call_begin(&k, impl, "server_claim");
+    if (rc < 0)
+        return rc;
+    /* The transaction only makes the row read back the one the claim decided on. */
+    rc = run(&k, ST_BEGIN_IMMEDIATE);
+    if (rc < 0)
+        goto done;
+    sqlite3_stmt *s = call_stmt(&k, ST_SERVER_CLAIM);
+    bind_i64(&k, s, 1, v->user_id);
+    bind_text(&k, s, 2, v->url);
+    bind_text(&k, s, 3, v->spawner_state);
+    bind_text(&k, s, 4, v->message);
+    bind_i64(&k, s, 5, v->started_ms);
+    bind_i64(&k, s, 6, v->last_activity_ms);
+    bind_i64(&k, s, 7, v->updated_ms);
+    bind_text(&k, s, 8, v->owner);
+    rc = exec_stmt(&k, s);
+    if (rc < 0)
+        goto done;
+    bool claimed = changes(&k) > 0;
+    if (current_out != NULL) {
+        rc = read_server_row(&k, v->user_id, &cur);
+        if (rc == -ENOENT)
+            rc = call_fail_io(&k, "claimed server row not found");
+        if (rc < 0)
+            goto done;
+    }
+    rc = run(&k, ST_COMMIT);
+    if (rc == 0 && !claimed)
+        rc = -EBUSY;
+done:
+    call_end(&k);
+    if ((rc == 0 || rc == -EBUSY) && current_out != NULL)
+        *current_out = cur;
+    else
+        store_server_clear(&cur);
+    return rc;
+}
+
+static int sq_server_adopt(void *impl, int64_t user_id, const char *from_owner,
+                           const char *to_owner, struct store_server *out)
+{
+    struct store_server cur = {0};
+    struct call k;
+    int rc = call_begin(&k, impl, "server_adopt");
+    if (rc < 0)
+        return rc;
+    rc = run(&k, ST_BEGIN_IMMEDIATE);
+    if (rc < 0)
+        goto done;
+    sqlite3_stmt *s = call_stmt(&k, ST_SERVER_ADOPT);
+    bind_i64(&k, s, 1, user_id);
+    bind_text(&k, s, 2, from_owner);
+    bind_text(&k, s, 3, to_owner);
+    rc = exec_stmt(&k, s);
+    if (rc < 0)
+        goto done;
+    if (changes(&k) == 0) {
+        /* Why not: no active row at all, or one that somebody else owns by now. */
+        s = call_stmt(&k, ST_SERVER_ACTIVE);
+        bind_i64(&k, s, 1, user_id);
+        rc = step(&k, s);
+        if (rc >= 0)
+            rc = rc == 1 ? -ESTALE : -ENOENT;
+        goto done;
+    }
+    if (out != NULL) {
+        rc = read_server_row(&k, user_id, &cur);
+        if (rc < 0)
+            goto done;
+    }
+    rc = run(&k, ST_COMMIT);
+done:
+    call_end(&k);
+    if (rc == 0 && out != NULL)
+        *out = cur;
+    else
+        store_server_clear(&cur);
+    return rc;
+}
+
+static int sq_server_request_stop(void *impl, int64_t user_id)
+{
+    return update_one(impl, "server_request_stop", ST_SERVER_REQUEST_STOP, NULL, user_id, 0, false);
+}
+
+/* ---- replicas ---------------------------------------------------------------------- */
+
+static int sq_replica_beat(void *impl, const char *id, const char *address, int64_t started_ms,
+                           int64_t now_ms)
+{
+    struct call k;
+    int rc = call_begin(&k, impl, "replica_beat");
+    if (rc < 0)
+        return rc;
+    sqlite3_stmt *s = call_stmt(&k, ST_REPLICA_BEAT);
+    bind_text(&k, s, 1, id);
+    bind_text(&k, s, 2, address);
+    bind_i64(&k, s, 3, started_ms);
+    bind_i64(&k, s, 4, now_ms);
+    rc = exec_stmt(&k, s);
+    call_end(&k);
+    return rc;
+}
+
+static int sq_replica_list(void *impl, struct store_replica **out, size_t *n_out)
+{
+    struct store_replica *replicas = NULL;
+    size_t n = 0, cap = 0;
+    struct call k;
+    int rc = call_begin(&k, impl, "replica_list");
+    if (rc < 0)
+        return rc;
+    sqlite3_stmt *s = call_stmt(&k, ST_REPLICA_LIST);
+    for (;;) {
+        rc = step(&k, s);
+        if (rc != 1)
+            break;
+        replicas = grow(replicas, &cap, n, sizeof *replicas);
+        read_replica(s, &replicas[n++]);
+    }
+    call_end(&k);
+    if (rc < 0) {
+        store_replicas_free(replicas, n);
+        return rc;
+    }
+    *out = replicas;
+    *n_out = n;
+    return 0;
+}
+
+static int sq_replica_delete(void *impl, const char *id)
+{
+    return update_one(impl, "replica_delete", ST_REPLICA_DELETE, id, 0, 0, false);
 }
 
 /* ---- events ------------------------------------------------------------------------ */
@@ -1386,6 +1589,12 @@ const struct store_backend store__sqlite_backend = {
     .server_put = sq_server_put,
     .server_list_active = sq_server_list_active,
     .server_delete = sq_server_delete,
+    .server_claim = sq_server_claim,
+    .server_adopt = sq_server_adopt,
+    .server_request_stop = sq_server_request_stop,
+    .replica_beat = sq_replica_beat,
+    .replica_list = sq_replica_list,
+    .replica_delete = sq_replica_delete,
     .event_add = sq_event_add,
     .event_list = sq_event_list,
 };

@@ -3,13 +3,17 @@
 #include "store/store.h"
 
 #include "core/alloc.h"
+#include "core/log.h"
 #include "store/backend.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 /* ---- result structs ---------------------------------------------------------------- */
 
@@ -52,7 +56,17 @@ void store_server_clear(struct store_server *s)
     free(s->url);
     free(s->spawner_state);
     free(s->message);
+    free(s->owner);
     memset(s, 0, sizeof *s);
+}
+
+void store_replica_clear(struct store_replica *r)
+{
+    if (r == NULL)
+        return;
+    free(r->id);
+    free(r->address);
+    memset(r, 0, sizeof *r);
 }
 
 void store_event_clear(struct store_event *e)
@@ -92,6 +106,13 @@ void store_events_free(struct store_event *events, size_t n)
     for (size_t i = 0; events != NULL && i < n; i++)
         store_event_clear(&events[i]);
     free(events);
+}
+
+void store_replicas_free(struct store_replica *replicas, size_t n)
+{
+    for (size_t i = 0; replicas != NULL && i < n; i++)
+        store_replica_clear(&replicas[i]);
+    free(replicas);
 }
 
 /* ---- helpers ----------------------------------------------------------------------- */
@@ -159,12 +180,88 @@ done:
     return rc;
 }
 
+/* Overwrites a secret before it is freed, so that it does not linger in freed memory. */
+static void free_secret(char *secret)
+{
+    if (secret == NULL)
+        return;
+    explicit_bzero(secret, strlen(secret));
+    free(secret);
+}
+
+/* Reads the PostgreSQL password from the first line of `path` (a trailing CR LF or LF is not
+ * part of it). Returns the password (caller frees with free_secret), or NULL with *msg set
+ * (caller frees); no message holds the file's content. */
+static char *password_file_read(const char *path, char **msg)
+{
+    char *line = NULL;
+    char data[4096];
+    size_t len = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    if (fd < 0) {
+        *msg = xasprintf("cannot read store.password_file %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    struct stat sb;
+    if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && (sb.st_mode & 077) != 0) {
+        /* A Kubernetes Secret is mounted 0644 by default: warn rather than refuse. */
+        char mode[8];
+        snprintf(mode, sizeof mode, "%04o", (unsigned)(sb.st_mode & 07777));
+        log_event(LOG_WARN, "store.password_file_mode", "file", path, "mode", mode, "hint",
+                  "readable by group or others; chmod 0600", (const char *)NULL);
+    }
+    for (;;) {
+        ssize_t n = read(fd, data + len, sizeof data - 1 - len);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0) {
+            *msg = xasprintf("cannot read store.password_file %s: %s", path, strerror(errno));
+            goto done;
+        }
+        if (n == 0)
+            break;
+        len += (size_t)n;
+        if (memchr(data, '\n', len) != NULL || len == sizeof data - 1)
+            break;
+    }
+    data[len] = '\0';
+    size_t end = strcspn(data, "\n");
+    if (end > 0 && data[end - 1] == '\r')
+        end--;
+    if (end == 0) {
+        *msg = xasprintf("store.password_file %s is empty", path);
+        goto done;
+    }
+    if (memchr(data, '\0', end) != NULL) {
+        *msg = xasprintf("store.password_file %s holds a NUL byte", path);
+        goto done;
+    }
+    line = xstrndup(data, end);
+done:
+    explicit_bzero(data, sizeof data);
+    close(fd);
+    return line;
+}
+
 /* ---- open / close ------------------------------------------------------------------ */
 
 struct store *store_open(const char *url, const char *data_dir, char **err)
 {
+    return store_open_password(url, data_dir, NULL, err);
+}
+
+struct store *store_open_password(const char *url, const char *data_dir, const char *password_file,
+                                  char **err)
+{
+    return store_open_pool(url, data_dir, password_file, 0, err);
+}
+
+struct store *store_open_pool(const char *url, const char *data_dir, const char *password_file,
+                              unsigned pool_size, char **err)
+{
     const struct store_backend *be = NULL;
     char *target = NULL;
+    char *password = NULL;
     char *msg = NULL;
     struct store *st = NULL;
 
@@ -172,12 +269,21 @@ struct store *store_open(const char *url, const char *data_dir, char **err)
         *err = NULL;
     if (url == NULL)
         url = "";
+    if (password_file != NULL && password_file[0] == '\0')
+        password_file = NULL;
 
-    if (strncmp(url, "postgres", 8) == 0) {
-        msg = xstrdup("PostgreSQL store is not available in this build yet");
+    if (strncmp(url, "postgres://", 11) == 0 || strncmp(url, "postgresql://", 13) == 0) {
+        if (password_file != NULL) {
+            password = password_file_read(password_file, &msg);
+            if (password == NULL)
+                goto fail;
+        }
+        target = xstrdup(url);
+        be = &store__pg_backend;
+    } else if (password_file != NULL) {
+        msg = xstrdup("store.password_file applies to PostgreSQL only");
         goto fail;
-    }
-    if (url[0] == '\0' || strcmp(url, "sqlite:") == 0) {
+    } else if (url[0] == '\0' || strcmp(url, "sqlite:") == 0) {
         if (data_dir == NULL || data_dir[0] == '\0') {
             msg = xstrdup("the default SQLite store needs a data directory");
             goto fail;
@@ -201,17 +307,19 @@ struct store *store_open(const char *url, const char *data_dir, char **err)
         goto fail;
     }
 
-    void *impl = be->open(target, &msg);
+    void *impl = be->open(target, password, pool_size, &msg);
     if (impl == NULL)
         goto fail;
     st = xcalloc(1, sizeof *st);
     st->be = be;
     st->impl = impl;
     free(target);
+    free_secret(password);
     return st;
 
 fail:
     free(target);
+    free_secret(password);
     if (msg == NULL)
         msg = xstrdup("cannot open the store");
     if (err != NULL)
@@ -227,6 +335,11 @@ void store_close(struct store *st)
         return;
     st->be->close(st->impl);
     free(st);
+}
+
+bool store_is_shared(struct store *st)
+{
+    return st != NULL && st->be == &store__pg_backend;
 }
 
 int store_schema_version(struct store *st, int *out)
@@ -486,8 +599,11 @@ int store_server_put(struct store *st, const struct store_server *s)
         row.spawner_state = "{}";
     if (row.message == NULL)
         row.message = "";
+    if (row.owner == NULL)
+        row.owner = "";
     if (row.updated_ms == 0)
         row.updated_ms = now_ms();
+    row.stop_requested = false;
     return st->be->server_put(st->impl, &row);
 }
 
@@ -507,6 +623,75 @@ int store_server_delete(struct store *st, int64_t user_id)
     if (st == NULL)
         return -EINVAL;
     return st->be->server_delete(st->impl, user_id);
+}
+
+int store_server_claim(struct store *st, const struct store_server *s,
+                       struct store_server *current_out)
+{
+    if (current_out != NULL)
+        memset(current_out, 0, sizeof *current_out);
+    /* A claim always writes "starting"; a caller that says anything else has a bug. */
+    if (st == NULL || s == NULL || (s->state != NULL && strcmp(s->state, "starting") != 0))
+        return -EINVAL;
+    struct store_server row = *s;
+    row.user_name = NULL;
+    row.state = "starting";
+    if (row.url == NULL)
+        row.url = "";
+    if (row.spawner_state == NULL)
+        row.spawner_state = "{}";
+    if (row.message == NULL)
+        row.message = "";
+    if (row.owner == NULL)
+        row.owner = "";
+    if (row.updated_ms == 0)
+        row.updated_ms = now_ms();
+    row.stop_requested = false;
+    return st->be->server_claim(st->impl, &row, current_out);
+}
+
+int store_server_adopt(struct store *st, int64_t user_id, const char *from_owner,
+                       const char *to_owner, struct store_server *out)
+{
+    if (out != NULL)
+        memset(out, 0, sizeof *out);
+    if (st == NULL || from_owner == NULL || to_owner == NULL)
+        return -EINVAL;
+    return st->be->server_adopt(st->impl, user_id, from_owner, to_owner, out);
+}
+
+int store_server_request_stop(struct store *st, int64_t user_id)
+{
+    if (st == NULL)
+        return -EINVAL;
+    return st->be->server_request_stop(st->impl, user_id);
+}
+
+/* ---- replicas ---------------------------------------------------------------------- */
+
+int store_replica_beat(struct store *st, const char *id, const char *address, int64_t started_ms)
+{
+    if (st == NULL || id == NULL || id[0] == '\0')
+        return -EINVAL;
+    return st->be->replica_beat(st->impl, id, address != NULL ? address : "", started_ms, now_ms());
+}
+
+int store_replica_list(struct store *st, struct store_replica **out, size_t *n_out)
+{
+    if (out != NULL)
+        *out = NULL;
+    if (n_out != NULL)
+        *n_out = 0;
+    if (st == NULL || out == NULL || n_out == NULL)
+        return -EINVAL;
+    return st->be->replica_list(st->impl, out, n_out);
+}
+
+int store_replica_delete(struct store *st, const char *id)
+{
+    if (st == NULL || id == NULL)
+        return -EINVAL;
+    return st->be->replica_delete(st->impl, id);
 }
 
 /* ---- events ------------------------------------------------------------------------ */

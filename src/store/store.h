@@ -3,11 +3,15 @@
  * The interface is synchronous and thread-safe. It is never called on the event-loop
  * thread: the hub runs request handlers that need it on libuv's thread pool, and the
  * offline CLI commands call it directly. A backend is a table of functions
- * (struct store_backend); SQLite is the default, PostgreSQL comes later.
+ * (struct store_backend); SQLite is the default, PostgreSQL is for clusters and several
+ * replicas.
  *
  * Every function returns 0 or a negative errno-style code:
  *   -ENOENT   no such row;            -EEXIST  unique key taken;
- *   -EIO      the database failed (the backend logs why);  -EINVAL bad argument.
+ *   -EIO      the database failed or cannot be reached (the backend logs why; with
+ *             PostgreSQL the next call reconnects);  -EINVAL bad argument;
+ *   -ESTALE   a fenced write lost: another replica owns the row (store_server_put/adopt);
+ *   -EBUSY    a claim lost: the row is held by another start or a live server.
  * Strings inside result structs are owned by the struct and freed with its _clear()
  * function; arrays returned through out-pointers are freed with the matching _free(). */
 #ifndef CODEHUB_STORE_STORE_H
@@ -16,6 +20,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 
 struct store;
 
@@ -68,6 +73,17 @@ struct store_server {
     int64_t started_ms;  /* 0 when not running */
     int64_t last_activity_ms;
     int64_t updated_ms;
+    /* Several replicas on one store (see "Replicas" below). */
+    char *owner;         /* id of the replica that supervises it; "" when none (one replica) */
+    bool stop_requested; /* another replica asked the owner to stop it */
+};
+
+/* A codehub process sharing the store with others. */
+struct store_replica {
+    char *id;      /* unique per process run, e.g. "HOST-PID-RANDOM" */
+    char *address; /* where it serves, for the operator's eyes; may be "" */
+    int64_t started_ms;
+    int64_t heartbeat_ms; /* the last store_replica_beat() */
 };
 
 struct store_event {
@@ -84,15 +100,28 @@ void store_session_clear(struct store_session *s);
 void store_token_clear(struct store_token *t);
 void store_server_clear(struct store_server *s);
 void store_event_clear(struct store_event *e);
+void store_replica_clear(struct store_replica *r);
 void store_users_free(struct store_user *users, size_t n);
 void store_tokens_free(struct store_token *tokens, size_t n);
 void store_servers_free(struct store_server *servers, size_t n);
 void store_events_free(struct store_event *events, size_t n);
+void store_replicas_free(struct store_replica *replicas, size_t n);
 
 /* Opens the store named by `url`: "" or "sqlite:" means `<data_dir>/codehub.sqlite`,
- * "sqlite:PATH" a file of its own. Creates the database when missing and applies the
- * numbered migrations. On failure returns NULL and, when `err` is not NULL, sets *err
- * to a message the caller frees. The caller closes the store with store_close(). */
+ * "sqlite:PATH" a file of its own, "postgres://…" or "postgresql://…" a PostgreSQL
+ * database (a libpq URL: its parameters such as sslmode, sslrootcert, connect_timeout or
+ * application_name apply). Creates the SQLite file when missing and applies the numbered
+ * migrations. `password_file` (may be NULL or "": then libpq's PGPASSWORD/PGPASSFILE
+ * apply) names a file whose first line is the PostgreSQL password; it is an error with
+ * SQLite. On failure returns NULL and, when `err` is not NULL, sets *err to a message the
+ * caller frees (never holding a password). The caller closes the store with store_close(). */
+struct store *store_open_password(const char *url, const char *data_dir, const char *password_file,
+                                  char **err);
+/* As store_open_password, with at most `pool_size` PostgreSQL connections for callers (0:
+ * the default, 8; ignored for SQLite). */
+struct store *store_open_pool(const char *url, const char *data_dir, const char *password_file,
+                              unsigned pool_size, char **err);
+/* store_open_password(url, data_dir, NULL, err). */
 struct store *store_open(const char *url, const char *data_dir, char **err);
 void store_close(struct store *st);
 /* The schema version the store is at (the number of the last migration applied). */
@@ -149,11 +178,77 @@ int store_token_touch(struct store *st, int64_t token_id, int64_t now_ms);
 
 /* Servers. */
 int store_server_get(struct store *st, int64_t user_id, struct store_server *out);
-/* Inserts or replaces the row for s->user_id (user_name is ignored). */
+/* Inserts or replaces the row for s->user_id (user_name and stop_requested are ignored:
+ * stop_requested keeps its stored value). `s->owner` may be NULL (taken as ""). When
+ * s->owner is not "" the write is fenced: it happens only while the row is missing or
+ * owned by s->owner or by nobody, and returns -ESTALE when another replica owns it (it
+ * was adopted from this one, which must then forget the server without touching it). */
 int store_server_put(struct store *st, const struct store_server *s);
 /* Rows whose state is not "stopped". */
 int store_server_list_active(struct store *st, struct store_server **out, size_t *n_out);
 int store_server_delete(struct store *st, int64_t user_id);
+
+/* Replicas. Several codehub processes may share one store (PostgreSQL). Each active server
+ * row names its owner, the replica that supervises it; a replica proves it is alive by
+ * beating every few seconds, and the rows of a replica whose beat is older than the lease
+ * are adopted by the leader, which re-attaches to them or cleans them up.
+ *
+ * Claims the start of s->user_id's server: writes `s` (state "starting", owner set,
+ * stop_requested cleared) only when there is no row or its state is "stopped" or
+ * "failed", atomically, so that of several replicas asking at once exactly one wins.
+ * Returns 0 when claimed, -EBUSY when another start or a live server holds the row;
+ * either way `current_out` (may be NULL) receives the row as stored afterwards (the
+ * caller clears it). */
+int store_server_claim(struct store *st, const struct store_server *s,
+                       struct store_server *current_out);
+/* Moves an active (not "stopped") row from replica `from_owner` to `to_owner`, only if
+ * `from_owner` still owns it. Returns 0 and the row in `out` (may be NULL), -ESTALE when
+ * the owner changed meanwhile (someone else adopted it), -ENOENT when no active row. */
+int store_server_adopt(struct store *st, int64_t user_id, const char *from_owner,
+                       const char *to_owner, struct store_server *out);
+/* Asks the owner of an active server to stop it: sets stop_requested. Returns 0, or
+ * -ENOENT when the server is not starting or running. */
+int store_server_request_stop(struct store *st, int64_t user_id);
+/* Records that replica `id` is alive now (inserts it on the first beat). `address` may be
+ * NULL. */
+int store_replica_beat(struct store *st, const char *id, const char *address, int64_t started_ms);
+/* Every replica row, ordered by id. */
+int store_replica_list(struct store *st, struct store_replica **out, size_t *n_out);
+/* Forgets replica `id` (a clean shutdown): its servers are adopted at the next sweep
+ * without waiting for the lease. Returns 0 or -ENOENT. */
+int store_replica_delete(struct store *st, const char *id);
+
+/* Notifications and leadership (PostgreSQL only). A listener is one extra connection,
+ * driven asynchronously on the loop thread, that LISTENs for the changes other processes
+ * make and contends for leadership with an advisory lock. */
+struct store_listener;
+
+struct store_listener_events {
+    /* A row changed somewhere (any process, the CLI included). `payload` is one of
+     *   "server USER_ID"  a servers row was written or deleted
+     *   "user USER_ID"    a user's password, admin flag or existence changed
+     *   "session HASH"    a session was deleted (logout, password change)
+     *   "token HASH"      an API token was deleted
+     * borrowed for the call. */
+    void (*notify)(void *data, const char *payload);
+    /* The connection is up (true) or was lost (false). Notifications sent while it was down
+     * are lost: on every `true` after the first the caller must re-read what it caches. */
+    void (*connection)(void *data, bool up);
+    /* This process became the leader (true) or stopped being it (false: the connection was
+     * lost, or close). At most one process on the store leads at any time. */
+    void (*leader)(void *data, bool leading);
+};
+
+/* Opens a listener on `st` on `loop`; it connects at once and reconnects with backoff.
+ * `events` and `data` are borrowed and must outlive it. Returns 0 with *out set, or
+ * -ENOTSUP when the backend has no notifications (SQLite: one process, nothing to hear). */
+int store_listener_open(struct store *st, uv_loop_t *loop, const struct store_listener_events *ev,
+                        void *data, struct store_listener **out);
+/* Gives up leadership, closes the connection and frees the listener; `done` (may be NULL)
+ * is called on the loop thread afterwards, never from inside this call. */
+void store_listener_close(struct store_listener *l, void (*done)(void *data), void *data);
+/* True when the backend supports several replicas (PostgreSQL). */
+bool store_is_shared(struct store *st);
 
 /* Events (audit trail). */
 int store_event_add(struct store *st, const char *kind, const char *user, const char *actor,

@@ -1,6 +1,11 @@
-/* Tests of the store (store.h) against its SQLite backend, through the public API only.
- * Where a test needs to look under the API (integrity check, schema version bump, lock
- * holding, row counts) it opens the database file with sqlite3 directly. */
+/* Tests of the store (store.h) through the public API only, against both backends: every
+ * test that does not depend on the database runs twice, as "NAME/sqlite" and "NAME/postgres".
+ * The PostgreSQL variants run against the server that ctest starts (scripts/pg-test-server.sh,
+ * found through CODEHUB_TEST_PG_DIR), each in a database of its own that is created for the
+ * test and dropped after it. Where a test needs to look under the API (integrity check,
+ * schema version bump, lock holding, row counts) it opens the database directly, with sqlite3
+ * or libpq. PostgreSQL-only behaviour (password file, TLS, reconnects, notifications) is in
+ * test_pg.c. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <libpq-fe.h>
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
@@ -27,12 +33,20 @@
 #include <time.h>
 #include <unistd.h>
 
-/* The backend's pool cap (POOL_MAX in sqlite.c). */
+/* The backends' pool cap (POOL_MAX in sqlite.c and pg.c). */
 #define POOL_MAX 8
 
+enum backend { BE_SQLITE, BE_PG };
+
 struct fixture {
-    char dir[64];
-    char *path; /* <dir>/codehub.sqlite */
+    enum backend be;
+    char dir[64];  /* a temporary directory: the SQLite data dir */
+    char *path;    /* SQLite: <dir>/codehub.sqlite */
+    char *url;     /* the store URL: "" for SQLite, the test database's for PostgreSQL */
+    char *pwfile;  /* PostgreSQL: the password file; NULL for SQLite */
+    char *display; /* how error messages name the database: the path or HOST:PORT/DB */
+    char *dbname;  /* PostgreSQL: the test database */
+    PGconn *raw;   /* PostgreSQL: a direct connection to it, opened on first use */
     struct store *st;
 };
 
@@ -53,35 +67,223 @@ static void rm_tree(const char *dir)
     nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
-static int setup(void **state)
+/* ---- the PostgreSQL test server -------------------------------------------------------- */
+
+struct pgenv {
+    char *url_prefix; /* DIR/url up to its last '/': the database name follows */
+    char *hostport;   /* "127.0.0.1:PORT" */
+    char *pwfile;     /* DIR/password */
+    char *password;
+};
+
+static struct pgenv pgenv;
+
+/* Reads a small file, without its trailing newline; NULL when unreadable. */
+static char *slurp(const char *path)
+{
+    FILE *fp = fopen(path, "r");
+    if (fp == NULL)
+        return NULL;
+    char line[1024] = "";
+    char *ok = fgets(line, sizeof line, fp);
+    fclose(fp);
+    if (ok == NULL)
+        return NULL;
+    line[strcspn(line, "\r\n")] = '\0';
+    return strdup(line);
+}
+
+/* Loads CODEHUB_TEST_PG_DIR once. Returns 0, or -1 after saying why: the PostgreSQL
+ * variants must fail, not skip, when there is no server. */
+static int pgenv_load(void)
+{
+    if (pgenv.url_prefix != NULL)
+        return 0;
+    const char *dir = getenv("CODEHUB_TEST_PG_DIR");
+    if (dir == NULL || dir[0] == '\0') {
+        fprintf(stderr, "CODEHUB_TEST_PG_DIR is not set: run the tests through ctest (make "
+                        "test-unit), or start a server with scripts/pg-test-server.sh start DIR "
+                        "and export CODEHUB_TEST_PG_DIR=DIR\n");
+        return -1;
+    }
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/url", dir);
+    char *url = slurp(path);
+    snprintf(path, sizeof path, "%s/password", dir);
+    char *password = slurp(path);
+    if (url == NULL || password == NULL || strrchr(url, '/') == NULL) {
+        fprintf(stderr, "CODEHUB_TEST_PG_DIR=%s holds no running test server (url, password)\n",
+                dir);
+        free(url);
+        free(password);
+        return -1;
+    }
+    pgenv.url_prefix = strndup(url, (size_t)(strrchr(url, '/') - url) + 1);
+    const char *at = strchr(url, '@');
+    pgenv.hostport = strndup(at + 1, (size_t)(strrchr(url, '/') - at - 1));
+    pgenv.pwfile = strdup(path);
+    pgenv.password = password;
+    free(url);
+    return 0;
+}
+
+static PGconn *pg_connect_db(const char *db)
+{
+    char *url = NULL;
+    assert_true(asprintf(&url, "%s%s", pgenv.url_prefix, db) > 0);
+    const char *keys[] = {"dbname", "password", NULL};
+    const char *values[] = {url, pgenv.password, NULL};
+    PGconn *c = PQconnectdbParams(keys, values, 1);
+    free(url);
+    if (PQstatus(c) != CONNECTION_OK) {
+        fprintf(stderr, "connecting to %s: %s", db, PQerrorMessage(c));
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
+static int pg_exec(PGconn *c, const char *sql)
+{
+    PGresult *r = PQexec(c, sql);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (!ok)
+        fprintf(stderr, "%s: %s", sql, PQresultErrorMessage(r));
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
+/* Creates an empty database t_<random> and returns its name (caller frees), or NULL. */
+static char *pg_db_create(void)
+{
+    unsigned char rnd[6];
+    int fd = open("/dev/urandom", O_RDONLY);
+    if (fd < 0 || read(fd, rnd, sizeof rnd) != (ssize_t)sizeof rnd)
+        return NULL;
+    close(fd);
+    char *name = NULL;
+    if (asprintf(&name, "t_%d_%02x%02x%02x%02x%02x%02x", (int)getpid(), rnd[0], rnd[1], rnd[2],
+                 rnd[3], rnd[4], rnd[5]) < 0)
+        return NULL;
+    PGconn *admin = pg_connect_db("codehub");
+    char sql[128];
+    snprintf(sql, sizeof sql, "CREATE DATABASE %s", name);
+    if (admin == NULL || pg_exec(admin, sql) != 0) {
+        PQfinish(admin);
+        free(name);
+        return NULL;
+    }
+    PQfinish(admin);
+    return name;
+}
+
+static void pg_db_drop(const char *name)
+{
+    PGconn *admin = pg_connect_db("codehub");
+    if (admin == NULL)
+        return;
+    char sql[128];
+    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
+    pg_exec(admin, sql);
+    PQfinish(admin);
+}
+
+/* ---- fixtures ------------------------------------------------------------------------ */
+
+static struct fixture *fixture_new(enum backend be)
 {
     struct fixture *f = calloc(1, sizeof *f);
+    f->be = be;
     snprintf(f->dir, sizeof f->dir, "/tmp/codehub-store-XXXXXX");
     if (mkdtemp(f->dir) == NULL)
-        return -1;
+        return NULL;
     if (asprintf(&f->path, "%s/codehub.sqlite", f->dir) < 0)
+        return NULL;
+    if (be == BE_SQLITE) {
+        f->url = strdup("");
+        f->display = strdup(f->path);
+        return f;
+    }
+    if (pgenv_load() != 0)
+        goto fail;
+    f->dbname = pg_db_create();
+    if (f->dbname == NULL)
+        goto fail;
+    if (asprintf(&f->url, "%s%s", pgenv.url_prefix, f->dbname) < 0 ||
+        asprintf(&f->display, "%s/%s", pgenv.hostport, f->dbname) < 0)
+        goto fail;
+    f->pwfile = strdup(pgenv.pwfile);
+    return f;
+fail:
+    rm_tree(f->dir);
+    free(f->path);
+    free(f->dbname);
+    free(f);
+    return NULL;
+}
+
+static void fixture_free(struct fixture *f)
+{
+    store_close(f->st);
+    PQfinish(f->raw);
+    if (f->dbname != NULL)
+        pg_db_drop(f->dbname);
+    rm_tree(f->dir);
+    free(f->path);
+    free(f->url);
+    free(f->pwfile);
+    free(f->display);
+    free(f->dbname);
+    free(f);
+}
+
+/* Opens another handle on the fixture's database (standing for another process). */
+static struct store *open_other(struct fixture *f, char **err)
+{
+    return store_open_password(f->url, f->dir, f->pwfile, err);
+}
+
+static int setup_open(void **state, enum backend be)
+{
+    struct fixture *f = fixture_new(be);
+    if (f == NULL)
         return -1;
     char *err = NULL;
-    f->st = store_open("", f->dir, &err);
+    f->st = open_other(f, &err);
     if (f->st == NULL) {
         fprintf(stderr, "store_open: %s\n", err);
         free(err);
-        rm_tree(f->dir);
-        free(f->path);
-        free(f);
+        fixture_free(f);
         return -1;
     }
     *state = f;
     return 0;
 }
 
+static int setup(void **state)
+{
+    return setup_open(state, BE_SQLITE);
+}
+
+static int setup_pg(void **state)
+{
+    return setup_open(state, BE_PG);
+}
+
+/* A fixture whose database exists (empty) but is not opened by the store. */
 static int setup_dir_only(void **state)
 {
-    struct fixture *f = calloc(1, sizeof *f);
-    snprintf(f->dir, sizeof f->dir, "/tmp/codehub-store-XXXXXX");
-    if (mkdtemp(f->dir) == NULL)
+    struct fixture *f = fixture_new(BE_SQLITE);
+    if (f == NULL)
         return -1;
-    if (asprintf(&f->path, "%s/codehub.sqlite", f->dir) < 0)
+    *state = f;
+    return 0;
+}
+
+static int setup_pg_db_only(void **state)
+{
+    struct fixture *f = fixture_new(BE_PG);
+    if (f == NULL)
         return -1;
     *state = f;
     return 0;
@@ -89,15 +291,11 @@ static int setup_dir_only(void **state)
 
 static int teardown(void **state)
 {
-    struct fixture *f = *state;
-    store_close(f->st);
-    rm_tree(f->dir);
-    free(f->path);
-    free(f);
+    fixture_free(*state);
     return 0;
 }
 
-/* ---- raw sqlite helpers ------------------------------------------------------------ */
+/* ---- raw access under the API -------------------------------------------------------- */
 
 static sqlite3 *raw_open(const char *path)
 {
@@ -125,11 +323,45 @@ static int64_t raw_int(sqlite3 *db, const char *sql)
     return v;
 }
 
-static int64_t raw_count(const char *path, const char *sql)
+static int64_t raw_count_file(const char *path, const char *sql)
 {
     sqlite3 *db = raw_open(path);
     int64_t v = raw_int(db, sql);
     sqlite3_close(db);
+    return v;
+}
+
+static PGconn *raw_pg(struct fixture *f)
+{
+    if (f->raw == NULL)
+        f->raw = pg_connect_db(f->dbname);
+    assert_non_null(f->raw);
+    return f->raw;
+}
+
+/* Runs `sql` on the fixture's database, whichever it is. */
+static void raw_exec_f(struct fixture *f, const char *sql)
+{
+    if (f->be == BE_SQLITE) {
+        sqlite3 *db = raw_open(f->path);
+        raw_exec(db, sql);
+        sqlite3_close(db);
+        return;
+    }
+    if (pg_exec(raw_pg(f), sql) != 0)
+        fail_msg("%s failed", sql);
+}
+
+/* The single integer `sql` returns from the fixture's database. */
+static int64_t raw_count(struct fixture *f, const char *sql)
+{
+    if (f->be == BE_SQLITE)
+        return raw_count_file(f->path, sql);
+    PGresult *r = PQexec(raw_pg(f), sql);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+        fail_msg("%s: %s", sql, PQresultErrorMessage(r));
+    int64_t v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
     return v;
 }
 
@@ -177,14 +409,37 @@ static void test_open_url_schemes(void **state)
     struct fixture *f = *state;
     char *err = NULL;
 
-    assert_null(store_open("postgres://u:p@db/codehub", f->dir, &err));
-    assert_string_equal(err, "PostgreSQL store is not available in this build yet");
+    /* Nothing listens on port 1: the PostgreSQL URLs are recognised and fail to connect,
+     * naming the server but never the password. */
+    assert_null(store_open("postgres://u:s3cret@127.0.0.1:1/codehub", f->dir, &err));
+    assert_non_null(strstr(err, "cannot connect to PostgreSQL at 127.0.0.1:1/codehub: "));
+    assert_null(strstr(err, "s3cret"));
     free(err);
     err = NULL;
-    assert_null(store_open("postgresql://db/codehub", f->dir, &err));
-    assert_string_equal(err, "PostgreSQL store is not available in this build yet");
+    assert_null(store_open("postgresql://127.0.0.1:1/other", f->dir, &err));
+    assert_non_null(strstr(err, "cannot connect to PostgreSQL at 127.0.0.1:1/other: "));
     free(err);
     err = NULL;
+    /* "postgres" alone is not a URL. */
+    assert_null(store_open("postgres", f->dir, &err));
+    assert_string_equal(err, "unknown store URL scheme");
+    free(err);
+    err = NULL;
+    /* A password file is for PostgreSQL only. */
+    assert_null(store_open_password("", f->dir, "/etc/hostname", &err));
+    assert_string_equal(err, "store.password_file applies to PostgreSQL only");
+    free(err);
+    err = NULL;
+    assert_null(store_open_password("sqlite:/tmp/x.db", f->dir, "/etc/hostname", &err));
+    assert_string_equal(err, "store.password_file applies to PostgreSQL only");
+    free(err);
+    err = NULL;
+    /* An empty password file name means none. */
+    struct store *st = store_open_password("", f->dir, "", &err);
+    assert_non_null(st);
+    assert_false(store_is_shared(st));
+    store_close(st);
+    assert_false(store_is_shared(NULL));
     assert_null(store_open("mysql://db/codehub", f->dir, &err));
     assert_string_equal(err, "unknown store URL scheme");
     free(err);
@@ -302,7 +557,7 @@ static void test_open_explicit_path_and_tighten_mode(void **state)
     assert_int_equal(access("/nonexistent-data-dir-not-used", F_OK), -1);
     new_user(st, "bob", NULL, false);
     store_close(st);
-    assert_int_equal(raw_count(path, "SELECT COUNT(*) FROM users WHERE name = 'bob'"), 1);
+    assert_int_equal(raw_count_file(path, "SELECT COUNT(*) FROM users WHERE name = 'bob'"), 1);
     free(path);
     free(url);
 }
@@ -311,7 +566,7 @@ static void test_two_handles_share_one_file(void **state)
 {
     struct fixture *f = *state;
     char *err = NULL;
-    struct store *other = store_open("", f->dir, &err);
+    struct store *other = open_other(f, &err);
     assert_non_null(other);
     new_user(f->st, "ann", NULL, false);
     struct store_user u;
@@ -338,13 +593,12 @@ static void test_schema_version_and_reopen(void **state)
     store_close(f->st);
 
     char *err = NULL;
-    f->st = store_open("", f->dir, &err);
+    f->st = open_other(f, &err);
     assert_non_null(f->st);
     assert_int_equal(store_schema_version(f->st, &v), 0);
     assert_int_equal(v, STORE__SCHEMA_VERSION);
     /* Each migration recorded once, data kept. */
-    assert_int_equal(raw_count(f->path, "SELECT COUNT(*) FROM schema_version"),
-                     STORE__SCHEMA_VERSION);
+    assert_int_equal(raw_count(f, "SELECT COUNT(*) FROM schema_version"), STORE__SCHEMA_VERSION);
     struct store_user u;
     assert_int_equal(store_user_get(f->st, "keep", &u), 0);
     assert_true(u.admin);
@@ -358,24 +612,22 @@ static void test_newer_schema_refused(void **state)
     struct fixture *f = *state;
     store_close(f->st);
     f->st = NULL;
-    sqlite3 *db = raw_open(f->path);
     char sql[128];
     snprintf(sql, sizeof sql, "INSERT INTO schema_version VALUES (%d, 0)",
              STORE__SCHEMA_VERSION + 3);
-    raw_exec(db, sql);
-    sqlite3_close(db);
+    raw_exec_f(f, sql);
 
     char *err = NULL;
-    assert_null(store_open("", f->dir, &err));
+    assert_null(open_other(f, &err));
     assert_non_null(err);
     assert_non_null(strstr(err, "newer"));
     char num[16];
     snprintf(num, sizeof num, "%d", STORE__SCHEMA_VERSION + 3);
     assert_non_null(strstr(err, num));
-    assert_non_null(strstr(err, f->path));
+    assert_non_null(strstr(err, f->display));
     free(err);
     /* Refusing left the database as it was. */
-    assert_int_equal(raw_count(f->path, "SELECT MAX(version) FROM schema_version"),
+    assert_int_equal(raw_count(f, "SELECT MAX(version) FROM schema_version"),
                      STORE__SCHEMA_VERSION + 3);
 }
 
@@ -384,13 +636,15 @@ static void test_fresh_db_rolled_back_migration_retried(void **state)
     /* A database left at version 0 with only the version table (e.g. a process killed
      * before its first migration committed) is migrated normally. */
     struct fixture *f = *state;
-    sqlite3 *db = NULL;
-    assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
-    raw_exec(db, "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, "
-                 "applied_ms INTEGER NOT NULL)");
-    sqlite3_close(db);
+    if (f->be == BE_SQLITE) {
+        sqlite3 *db = NULL;
+        assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+        sqlite3_close(db);
+    }
+    raw_exec_f(f, "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, "
+                  "applied_ms BIGINT NOT NULL)");
     char *err = NULL;
-    struct store *st = store_open("", f->dir, &err);
+    struct store *st = open_other(f, &err);
     assert_non_null(st);
     int v = 0;
     assert_int_equal(store_schema_version(st, &v), 0);
@@ -445,7 +699,7 @@ static void test_meta(void **state)
     /* Two handles (standing for two processes) and several threads race to set the
      * same secret: all agree on one value. */
     char *err = NULL;
-    struct store *other = store_open("", f->dir, &err);
+    struct store *other = open_other(f, &err);
     assert_non_null(other);
     enum { N = 6 };
     static const char *const values[N] = {"a", "b", "c", "d", "e", "f"};
@@ -678,7 +932,7 @@ static void test_user_claim_race(void **state)
 {
     struct fixture *f = *state;
     char *err = NULL;
-    struct store *other = store_open("", f->dir, &err);
+    struct store *other = open_other(f, &err);
     assert_non_null(other);
     for (int round = 0; round < 30; round++) {
         char name[16];
@@ -741,10 +995,10 @@ static void test_user_delete_cascades(void **state)
     for (int i = 0; i < 3; i++) {
         snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s WHERE user_id = %lld", tables[i],
                  (long long)ann);
-        assert_int_equal(raw_count(f->path, sql), 0);
+        assert_int_equal(raw_count(f, sql), 0);
         snprintf(sql, sizeof sql, "SELECT COUNT(*) FROM %s WHERE user_id = %lld", tables[i],
                  (long long)bob);
-        assert_int_equal(raw_count(f->path, sql), i == 2 ? 1 : 2);
+        assert_int_equal(raw_count(f, sql), i == 2 ? 1 : 2);
     }
     /* Bob is untouched. */
     assert_int_equal(store_session_get(f->st, "s-bob-0", wall_ms(), &sess), 0);
@@ -869,14 +1123,14 @@ static void test_expire(void **state)
     assert_int_equal(store_token_get(f->st, "t-old", 0, &t), -ENOENT);
     assert_int_equal(store_token_get(f->st, "t-new", 0, &t), 0);
     store_token_clear(&t);
-    assert_int_equal(raw_count(f->path, "SELECT COUNT(*) FROM sessions"), 3);
-    assert_int_equal(raw_count(f->path, "SELECT COUNT(*) FROM tokens"), 2);
+    assert_int_equal(raw_count(f, "SELECT COUNT(*) FROM sessions"), 3);
+    assert_int_equal(raw_count(f, "SELECT COUNT(*) FROM tokens"), 2);
 
     assert_int_equal(store_expire(f->st, now, &removed), 0);
     assert_int_equal(removed, 0);
     assert_int_equal(store_expire(f->st, INT64_MAX, NULL), 0);
-    assert_int_equal(raw_count(f->path, "SELECT COUNT(*) FROM sessions"), 1);
-    assert_int_equal(raw_count(f->path, "SELECT COUNT(*) FROM tokens"), 1);
+    assert_int_equal(raw_count(f, "SELECT COUNT(*) FROM sessions"), 1);
+    assert_int_equal(raw_count(f, "SELECT COUNT(*) FROM tokens"), 1);
     assert_int_equal(store_expire(NULL, now, &removed), -EINVAL);
 }
 
@@ -1021,7 +1275,7 @@ static void test_servers(void **state)
     assert_int_equal(s.last_activity_ms, 22);
     assert_int_equal(s.updated_ms, 33);
     store_server_clear(&s);
-    assert_int_equal(raw_count(f->path, "SELECT COUNT(*) FROM servers"), 1);
+    assert_int_equal(raw_count(f, "SELECT COUNT(*) FROM servers"), 1);
 
     in = (struct store_server){.user_id = bob, .state = (char *)"stopped", .updated_ms = 1};
     assert_int_equal(store_server_put(f->st, &in), 0);
@@ -1053,6 +1307,393 @@ static void test_servers(void **state)
     assert_int_equal(store_server_list_active(f->st, &list, &n), 0);
     assert_int_equal(n, 1);
     store_servers_free(list, n);
+}
+
+/* ---- replicas: owners, claims, adoption ------------------------------------------------ */
+
+static void put_server(struct store *st, int64_t user_id, const char *state, const char *owner,
+                       int expect)
+{
+    struct store_server in = {.user_id = user_id, .state = (char *)state, .owner = (char *)owner};
+    assert_int_equal(store_server_put(st, &in), expect);
+}
+
+static void test_server_owner_fields(void **state)
+{
+    struct fixture *f = *state;
+    int64_t ann = new_user(f->st, "ann", "h", false);
+    int64_t bob = new_user(f->st, "bob", "h", false);
+    struct store_server s;
+
+    /* Without an owner (one replica) the row says "". stop_requested in the input is
+     * ignored: a new row starts without a stop request. */
+    struct store_server in = {.user_id = ann, .state = (char *)"running", .stop_requested = true};
+    assert_int_equal(store_server_put(f->st, &in), 0);
+    assert_int_equal(store_server_get(f->st, ann, &s), 0);
+    assert_string_equal(s.owner, "");
+    assert_false(s.stop_requested);
+    store_server_clear(&s);
+    assert_null(s.owner);
+
+    put_server(f->st, bob, "starting", "replica-b", 0);
+    assert_int_equal(store_server_get(f->st, bob, &s), 0);
+    assert_string_equal(s.owner, "replica-b");
+    store_server_clear(&s);
+
+    struct store_server *list = NULL;
+    size_t n = 0;
+    assert_int_equal(store_server_list_active(f->st, &list, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(list[0].owner, "");
+    assert_string_equal(list[1].owner, "replica-b");
+    assert_false(list[1].stop_requested);
+    store_servers_free(list, n);
+}
+
+static void test_server_put_fencing(void **state)
+{
+    struct fixture *f = *state;
+    int64_t ann = new_user(f->st, "ann", "h", false);
+    struct store_server s;
+
+    /* A missing row may be written by anyone. */
+    put_server(f->st, ann, "starting", "r1", 0);
+    put_server(f->st, ann, "running", "r1", 0);
+    /* Another replica's fenced write is refused and changes nothing. */
+    put_server(f->st, ann, "stopped", "r2", -ESTALE);
+    assert_int_equal(store_server_get(f->st, ann, &s), 0);
+    assert_string_equal(s.state, "running");
+    assert_string_equal(s.owner, "r1");
+    store_server_clear(&s);
+
+    /* stop_requested survives the owner's own writes. */
+    assert_int_equal(store_server_request_stop(f->st, ann), 0);
+    struct store_server in = {.user_id = ann, .state = (char *)"running", .owner = (char *)"r1"};
+    assert_int_equal(store_server_put(f->st, &in), 0);
+    assert_int_equal(store_server_get(f->st, ann, &s), 0);
+    assert_true(s.stop_requested);
+    store_server_clear(&s);
+
+    /* An unfenced write (no owner: one replica, or the CLI) always lands and leaves the
+     * row ownerless, which any replica may then write. */
+    put_server(f->st, ann, "stopped", NULL, 0);
+    assert_int_equal(store_server_get(f->st, ann, &s), 0);
+    assert_string_equal(s.owner, "");
+    assert_string_equal(s.state, "stopped");
+    store_server_clear(&s);
+    put_server(f->st, ann, "starting", "r2", 0);
+    put_server(f->st, ann, "running", "r1", -ESTALE);
+    put_server(f->st, ann, "running", "", 0);
+    put_server(f->st, ann, "running", "r1", 0);
+}
+
+static void test_server_claim(void **state)
+{
+    struct fixture *f = *state;
+    int64_t ann = new_user(f->st, "ann", "h", false);
+    struct store_server cur;
+    int64_t before = wall_ms();
+
+    /* No row: claimed. The stored row is "starting", owned, with the caller's fields. */
+    struct store_server in = {.user_id = ann,
+                              .owner = (char *)"r1",
+                              .url = (char *)"",
+                              .spawner_state = (char *)"{\"try\":1}",
+                              .message = (char *)"queued",
+                              .stop_requested = true};
+    assert_int_equal(store_server_claim(f->st, &in, &cur), 0);
+    assert_int_equal(cur.user_id, ann);
+    assert_string_equal(cur.user_name, "ann");
+    assert_string_equal(cur.state, "starting");
+    assert_string_equal(cur.owner, "r1");
+    assert_string_equal(cur.spawner_state, "{\"try\":1}");
+    assert_string_equal(cur.message, "queued");
+    assert_false(cur.stop_requested);
+    assert_true(cur.updated_ms >= before);
+    store_server_clear(&cur);
+
+    /* Starting or running: busy, and the caller sees who holds it. */
+    in.owner = (char *)"r2";
+    assert_int_equal(store_server_claim(f->st, &in, &cur), -EBUSY);
+    assert_string_equal(cur.owner, "r1");
+    assert_string_equal(cur.state, "starting");
+    store_server_clear(&cur);
+    put_server(f->st, ann, "running", "r1", 0);
+    assert_int_equal(store_server_claim(f->st, &in, NULL), -EBUSY);
+    put_server(f->st, ann, "stopping", "r1", 0);
+    assert_int_equal(store_server_claim(f->st, &in, &cur), -EBUSY);
+    assert_string_equal(cur.state, "stopping");
+    store_server_clear(&cur);
+
+    /* Failed or stopped: claimable again, and a stop request left over is cleared. */
+    put_server(f->st, ann, "running", "r1", 0);
+    assert_int_equal(store_server_request_stop(f->st, ann), 0);
+    put_server(f->st, ann, "failed", "r1", 0);
+    assert_int_equal(store_server_claim(f->st, &in, &cur), 0);
+    assert_string_equal(cur.owner, "r2");
+    assert_string_equal(cur.state, "starting");
+    assert_false(cur.stop_requested);
+    store_server_clear(&cur);
+    put_server(f->st, ann, "stopped", "r2", 0);
+    in.owner = NULL; /* one replica: no owner */
+    assert_int_equal(store_server_claim(f->st, &in, NULL), 0);
+    assert_int_equal(store_server_get(f->st, ann, &cur), 0);
+    assert_string_equal(cur.owner, "");
+    assert_string_equal(cur.state, "starting");
+    store_server_clear(&cur);
+
+    /* Arguments: the state, when given, must be "starting"; the user must exist. */
+    in.state = (char *)"running";
+    assert_int_equal(store_server_claim(f->st, &in, &cur), -EINVAL);
+    assert_null(cur.state);
+    in.state = (char *)"starting";
+    in.user_id = ann + 1000;
+    assert_int_equal(store_server_claim(f->st, &in, &cur), -ENOENT);
+    assert_null(cur.state);
+    assert_int_equal(store_server_claim(f->st, NULL, &cur), -EINVAL);
+    assert_int_equal(store_server_claim(NULL, &in, &cur), -EINVAL);
+}
+
+enum { CLAIM_THREADS = 8, CLAIM_ROUNDS = 10 };
+
+struct server_claim_race {
+    struct store *st;
+    pthread_barrier_t *barrier;
+    int64_t user_id;
+    char owner[16];
+    int rc;
+    char *seen_owner;
+};
+
+static void *server_claim_thread(void *arg)
+{
+    struct server_claim_race *c = arg;
+    struct store_server in = {.user_id = c->user_id, .owner = c->owner};
+    struct store_server cur;
+    pthread_barrier_wait(c->barrier);
+    c->rc = store_server_claim(c->st, &in, &cur);
+    c->seen_owner = cur.owner != NULL ? strdup(cur.owner) : NULL;
+    store_server_clear(&cur);
+    return NULL;
+}
+
+static void test_server_claim_race(void **state)
+{
+    struct fixture *f = *state;
+    char *err = NULL;
+    struct store *other = open_other(f, &err);
+    assert_non_null(other);
+    int64_t ann = new_user(f->st, "ann", "h", false);
+    for (int round = 0; round < CLAIM_ROUNDS; round++) {
+        if (round % 2 == 1)
+            put_server(f->st, ann, "stopped", NULL, 0); /* even rounds: no row at all */
+        else if (round > 0)
+            assert_int_equal(store_server_delete(f->st, ann), 0);
+        pthread_barrier_t barrier;
+        pthread_barrier_init(&barrier, NULL, CLAIM_THREADS);
+        struct server_claim_race r[CLAIM_THREADS];
+        pthread_t th[CLAIM_THREADS];
+        for (int i = 0; i < CLAIM_THREADS; i++) {
+            r[i] = (struct server_claim_race){i % 2 ? other : f->st, &barrier, ann, "", 1, NULL};
+            snprintf(r[i].owner, sizeof r[i].owner, "r%d", i);
+            pthread_create(&th[i], NULL, server_claim_thread, &r[i]);
+        }
+        for (int i = 0; i < CLAIM_THREADS; i++)
+            pthread_join(th[i], NULL);
+        pthread_barrier_destroy(&barrier);
+        int winners = 0, winner = -1;
+        for (int i = 0; i < CLAIM_THREADS; i++) {
+            if (r[i].rc == 0) {
+                winners++;
+                winner = i;
+            } else {
+                assert_int_equal(r[i].rc, -EBUSY);
+            }
+        }
+        assert_int_equal(winners, 1);
+        /* Everyone saw the winner's row. */
+        for (int i = 0; i < CLAIM_THREADS; i++) {
+            assert_non_null(r[i].seen_owner);
+            assert_string_equal(r[i].seen_owner, r[winner].owner);
+            free(r[i].seen_owner);
+        }
+        struct store_server s;
+        assert_int_equal(store_server_get(f->st, ann, &s), 0);
+        assert_string_equal(s.owner, r[winner].owner);
+        store_server_clear(&s);
+    }
+    store_close(other);
+}
+
+static void test_server_adopt(void **state)
+{
+    struct fixture *f = *state;
+    int64_t ann = new_user(f->st, "ann", "h", false);
+    int64_t bob = new_user(f->st, "bob", "h", false);
+    struct store_server s;
+
+    assert_int_equal(store_server_adopt(f->st, ann, "r1", "r2", &s), -ENOENT);
+    assert_null(s.state);
+    struct store_server in = {.user_id = ann,
+                              .state = (char *)"running",
+                              .owner = (char *)"r1",
+                              .url = (char *)"http://10.0.0.7:8080",
+                              .updated_ms = 1234};
+    assert_int_equal(store_server_put(f->st, &in), 0);
+    assert_int_equal(store_server_request_stop(f->st, ann), 0);
+
+    /* Only from the stated owner. */
+    assert_int_equal(store_server_adopt(f->st, ann, "r9", "r2", &s), -ESTALE);
+    assert_null(s.state);
+    assert_int_equal(store_server_adopt(f->st, ann, "r1", "r2", &s), 0);
+    assert_string_equal(s.owner, "r2");
+    assert_string_equal(s.user_name, "ann");
+    assert_string_equal(s.state, "running");
+    assert_string_equal(s.url, "http://10.0.0.7:8080");
+    assert_int_equal(s.updated_ms, 1234); /* the row is otherwise untouched */
+    assert_true(s.stop_requested);        /* a pending stop goes with it */
+    store_server_clear(&s);
+    /* Someone else adopted it meanwhile: the second adopter loses. */
+    assert_int_equal(store_server_adopt(f->st, ann, "r1", "r3", NULL), -ESTALE);
+    /* The old owner's writes are fenced off from now on. */
+    put_server(f->st, ann, "stopped", "r1", -ESTALE);
+    put_server(f->st, ann, "running", "r2", 0);
+
+    /* A stopped row is not adopted; an ownerless active one is, from "". */
+    put_server(f->st, bob, "stopped", "r1", 0);
+    assert_int_equal(store_server_adopt(f->st, bob, "r1", "r2", NULL), -ENOENT);
+    put_server(f->st, bob, "failed", NULL, 0);
+    assert_int_equal(store_server_adopt(f->st, bob, "", "r2", NULL), 0);
+    assert_int_equal(store_server_get(f->st, bob, &s), 0);
+    assert_string_equal(s.owner, "r2");
+    store_server_clear(&s);
+
+    assert_int_equal(store_server_adopt(f->st, ann, NULL, "r2", &s), -EINVAL);
+    assert_int_equal(store_server_adopt(f->st, ann, "r2", NULL, &s), -EINVAL);
+    assert_int_equal(store_server_adopt(NULL, ann, "r2", "r3", &s), -EINVAL);
+}
+
+static void test_server_request_stop(void **state)
+{
+    struct fixture *f = *state;
+    int64_t ann = new_user(f->st, "ann", "h", false);
+    struct store_server s;
+    assert_int_equal(store_server_request_stop(f->st, ann), -ENOENT);
+    static const struct {
+        const char *state;
+        int rc;
+    } cases[] = {{"starting", 0},
+                 {"running", 0},
+                 {"stopping", -ENOENT},
+                 {"failed", -ENOENT},
+                 {"stopped", -ENOENT}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        put_server(f->st, ann, "stopped", NULL, 0);
+        assert_int_equal(store_server_claim(f->st, &(struct store_server){.user_id = ann}, NULL),
+                         0); /* clears any earlier request */
+        put_server(f->st, ann, cases[i].state, "r1", 0);
+        assert_int_equal(store_server_request_stop(f->st, ann), cases[i].rc);
+        assert_int_equal(store_server_get(f->st, ann, &s), 0);
+        assert_int_equal(s.stop_requested, cases[i].rc == 0);
+        store_server_clear(&s);
+    }
+    assert_int_equal(store_server_request_stop(NULL, ann), -EINVAL);
+}
+
+static void test_replicas(void **state)
+{
+    struct fixture *f = *state;
+    struct store_replica *list = (struct store_replica *)f;
+    size_t n = 7;
+    assert_int_equal(store_replica_list(f->st, &list, &n), 0);
+    assert_null(list);
+    assert_int_equal(n, 0);
+
+    int64_t before = wall_ms();
+    assert_int_equal(store_replica_beat(f->st, "node-b-2-x", "10.0.0.2:8000", 1000), 0);
+    assert_int_equal(store_replica_beat(f->st, "node-a-1-y", NULL, 2000), 0);
+    assert_int_equal(store_replica_list(f->st, &list, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(list[0].id, "node-a-1-y"); /* ordered by id */
+    assert_string_equal(list[0].address, "");
+    assert_int_equal(list[0].started_ms, 2000);
+    assert_string_equal(list[1].id, "node-b-2-x");
+    assert_string_equal(list[1].address, "10.0.0.2:8000");
+    assert_int_equal(list[1].started_ms, 1000);
+    assert_true(list[1].heartbeat_ms >= before && list[1].heartbeat_ms <= wall_ms());
+    int64_t first_beat = list[1].heartbeat_ms;
+    store_replicas_free(list, n);
+
+    /* Later beats move the heartbeat and may change the address; the start stays. */
+    struct timespec ts = {0, 5 * 1000000};
+    nanosleep(&ts, NULL);
+    assert_int_equal(store_replica_beat(f->st, "node-b-2-x", "10.0.0.9:8000", 1000), 0);
+    assert_int_equal(store_replica_list(f->st, &list, &n), 0);
+    assert_int_equal(n, 2);
+    assert_string_equal(list[1].address, "10.0.0.9:8000");
+    assert_true(list[1].heartbeat_ms > first_beat);
+    assert_int_equal(list[1].started_ms, 1000);
+    store_replica_clear(&list[1]);
+    assert_null(list[1].id);
+    store_replicas_free(list, n);
+
+    assert_int_equal(store_replica_delete(f->st, "node-a-1-y"), 0);
+    assert_int_equal(store_replica_delete(f->st, "node-a-1-y"), -ENOENT);
+    assert_int_equal(store_replica_list(f->st, &list, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(list[0].id, "node-b-2-x");
+    store_replicas_free(list, n);
+
+    assert_int_equal(store_replica_beat(f->st, "", NULL, 0), -EINVAL);
+    assert_int_equal(store_replica_beat(f->st, NULL, NULL, 0), -EINVAL);
+    assert_int_equal(store_replica_beat(NULL, "x", NULL, 0), -EINVAL);
+    assert_int_equal(store_replica_list(f->st, NULL, &n), -EINVAL);
+    assert_int_equal(store_replica_list(f->st, &list, NULL), -EINVAL);
+    assert_int_equal(store_replica_delete(f->st, NULL), -EINVAL);
+    store_replica_clear(NULL);
+    store_replicas_free(NULL, 0);
+}
+
+/* A version-1 database (as the previous release left it) is brought to the current version
+ * with its rows kept: servers get no owner and no stop request. */
+static void test_migrate_from_v1(void **state)
+{
+    struct fixture *f = *state;
+    if (f->be == BE_SQLITE) {
+        sqlite3 *db = NULL;
+        assert_int_equal(sqlite3_open(f->path, &db), SQLITE_OK);
+        raw_exec(db, "PRAGMA journal_mode = WAL");
+        raw_exec(db, "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, "
+                     "applied_ms INTEGER NOT NULL)");
+        raw_exec(db, store__migrations[1].sqlite);
+        sqlite3_close(db);
+    } else {
+        raw_exec_f(f, "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, "
+                      "applied_ms BIGINT NOT NULL)");
+        raw_exec_f(f, store__migrations[1].postgres);
+    }
+    raw_exec_f(f, "INSERT INTO schema_version VALUES (1, 0)");
+    raw_exec_f(f, "INSERT INTO users (name, created_ms) VALUES ('old', 5)");
+    raw_exec_f(f, "INSERT INTO servers (user_id, state, url, updated_ms) "
+                  "SELECT id, 'running', 'unix:/x', 7 FROM users");
+
+    char *err = NULL;
+    f->st = open_other(f, &err);
+    assert_non_null(f->st);
+    int v = 0;
+    assert_int_equal(store_schema_version(f->st, &v), 0);
+    assert_int_equal(v, STORE__SCHEMA_VERSION);
+    assert_int_equal(raw_count(f, "SELECT COUNT(*) FROM schema_version"), STORE__SCHEMA_VERSION);
+    struct store_server *list = NULL;
+    size_t n = 0;
+    assert_int_equal(store_server_list_active(f->st, &list, &n), 0);
+    assert_int_equal(n, 1);
+    assert_string_equal(list[0].user_name, "old");
+    assert_string_equal(list[0].url, "unix:/x");
+    assert_string_equal(list[0].owner, "");
+    assert_false(list[0].stop_requested);
+    store_servers_free(list, n);
+    assert_int_equal(store_replica_beat(f->st, "r1", NULL, 1), 0);
 }
 
 /* ---- events -------------------------------------------------------------------------- */
@@ -1295,9 +1936,12 @@ static void test_concurrent_writers(void **state)
     store_events_free(ev, n);
     /* More threads than the pool holds: connections were shared, never more than the
      * cap, and more than one was used. */
-    int fds = fds_on(f->path);
-    assert_true(fds >= 2);
-    assert_true(fds <= POOL_MAX);
+    int conns = f->be == BE_SQLITE
+                    ? fds_on(f->path)
+                    : (int)raw_count(f, "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = "
+                                        "current_database() AND pid <> pg_backend_pid()");
+    assert_true(conns >= 2);
+    assert_true(conns <= POOL_MAX);
 }
 
 /* ---- crash safety -------------------------------------------------------------------- */
@@ -1428,6 +2072,15 @@ static void test_crash_kill9(void **state)
     }
 }
 
+/* Every test that does not depend on the database, on both backends. */
+#define BOTH(fn, set)                                                                              \
+    {#fn "/sqlite", fn, set, teardown, NULL},                                                      \
+    {                                                                                              \
+#fn "/postgres", fn, set##_pg, teardown, NULL                                              \
+    }
+
+#define setup_dir_only_pg setup_pg_db_only
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1436,26 +2089,33 @@ int main(void)
                                         setup_dir_only, teardown),
         cmocka_unit_test_setup_teardown(test_open_explicit_path_and_tighten_mode, setup_dir_only,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_two_handles_share_one_file, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_schema_version_and_reopen, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_newer_schema_refused, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_fresh_db_rolled_back_migration_retried, setup_dir_only,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_meta, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_user_create_and_get, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_user_list_and_count, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_user_admin_password_touch, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_user_claim_password, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_user_claim_race, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_user_delete_cascades, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_sessions, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_expire, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_tokens, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_servers, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_events, setup, teardown),
+        BOTH(test_two_handles_share_one_file, setup),
+        BOTH(test_schema_version_and_reopen, setup),
+        BOTH(test_newer_schema_refused, setup),
+        BOTH(test_fresh_db_rolled_back_migration_retried, setup_dir_only),
+        BOTH(test_migrate_from_v1, setup_dir_only),
+        BOTH(test_meta, setup),
+        BOTH(test_user_create_and_get, setup),
+        BOTH(test_user_list_and_count, setup),
+        BOTH(test_user_admin_password_touch, setup),
+        BOTH(test_user_claim_password, setup),
+        BOTH(test_user_claim_race, setup),
+        BOTH(test_user_delete_cascades, setup),
+        BOTH(test_sessions, setup),
+        BOTH(test_expire, setup),
+        BOTH(test_tokens, setup),
+        BOTH(test_servers, setup),
+        BOTH(test_server_owner_fields, setup),
+        BOTH(test_server_put_fencing, setup),
+        BOTH(test_server_claim, setup),
+        BOTH(test_server_claim_race, setup),
+        BOTH(test_server_adopt, setup),
+        BOTH(test_server_request_stop, setup),
+        BOTH(test_replicas, setup),
+        BOTH(test_events, setup),
         cmocka_unit_test(test_null_store),
         cmocka_unit_test_setup_teardown(test_busy_timeout_is_eio_and_logged, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_concurrent_writers, setup, teardown),
+        BOTH(test_concurrent_writers, setup),
         cmocka_unit_test_setup_teardown(test_crash_kill9, setup_dir_only, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
