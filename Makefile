@@ -37,8 +37,12 @@ test:
 test-unit: build
 	@ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
 
+# Every black-box test that starts a hub runs once per store backend in STORES (its id ends
+# in [sqlite] or [postgres]); `make test-integ STORES=sqlite` for a quicker loop.
+STORES ?= sqlite postgres
 test-integ: build
-	@CODEHUB_BIN=$(abspath $(BUILD))/codehub $(PYTEST) tests/integ -q -p no:cacheprovider
+	@CODEHUB_BIN=$(abspath $(BUILD))/codehub CODEHUB_TEST_STORES="$(STORES)" \
+		$(PYTEST) tests/integ -q -p no:cacheprovider
 
 # Only the Kubernetes tests: the harness itself and the kubernetes spawner against a real
 # kube-apiserver (tests/kube, built by make deps). Part of test-integ, so of make test.
@@ -59,7 +63,7 @@ asan:
 		ctest --test-dir $(ASAN_BUILD) --output-on-failure -j $(JOBS)
 	@ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 		CODEHUB_BIN=$(abspath $(ASAN_BUILD))/codehub CODEHUB_SANITIZED=1 \
-		$(PYTEST) tests/integ -q -p no:cacheprovider
+		CODEHUB_TEST_STORES="$(STORES)" $(PYTEST) tests/integ -q -p no:cacheprovider
 
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECONDS ?= 60

@@ -77,7 +77,8 @@ int cli_config_load(const struct cli_args *args, bool offline, struct config *cf
 struct store *cli_store_open(const struct config *cfg)
 {
     char *err = NULL;
-    struct store *st = store_open(cfg->store.url, cfg->server.data_dir, &err);
+    struct store *st =
+        store_open_password(cfg->store.url, cfg->server.data_dir, cfg->store.password_file, &err);
     if (st == NULL) {
         cli_fail("cannot open the store: %s", err != NULL ? err : "unknown error");
         free(err);

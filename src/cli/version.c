@@ -5,7 +5,9 @@
 
 #include <http_parser.h>
 #include <jansson.h>
+#include <curl/curl.h>
 #include <libfyaml.h>
+#include <libpq-fe.h>
 #include <sodium.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -26,6 +28,10 @@ static int version_run(const struct cli_args *args)
     printf("jansson %s\n", jansson_version_str());
     printf("libfyaml %s\n", fy_library_version());
     printf("http-parser %lu.%lu.%lu\n", (hp >> 16) & 0xff, (hp >> 8) & 0xff, hp & 0xff);
+    /* PQlibVersion: major * 10000 + minor since PostgreSQL 10. */
+    int pq = PQlibVersion();
+    printf("libpq %d.%d\n", pq / 10000, pq % 10000);
+    printf("libcurl %s\n", curl_version_info(CURLVERSION_NOW)->version);
     if (fflush(stdout) != 0 || ferror(stdout))
         return cli_fail("cannot write to standard output");
     return CLI_EXIT_OK;

@@ -130,7 +130,18 @@ static const struct config_key config_keys[] = {
      NULL, NULL, "concurrent client connections; further ones wait in the listen backlog"},
 
     {"store", "url", CONFIG_STRING, OFF(store.url), "", 0, 0, NULL, check_store_url,
-     "empty (SQLite in data_dir), sqlite:PATH, or postgres://... (not implemented yet)"},
+     "empty (SQLite in data_dir), sqlite:PATH, or postgres://USER@HOST:PORT/DB?PARAMS"},
+    {"store", "password_file", CONFIG_STRING, OFF(store.password_file), "", 0, 0, NULL, NULL,
+     "file whose first line is the PostgreSQL password; empty: PGPASSWORD or PGPASSFILE"},
+    {"store", "pool_size", CONFIG_INTEGER, OFF(store.pool_size), "8", 1, 256, NULL, NULL,
+     "PostgreSQL connections each replica keeps for requests"},
+
+    {"cluster", "heartbeat", CONFIG_DURATION, OFF(cluster.heartbeat), "2s", 1, MINUTE, NULL, NULL,
+     "how often a replica records in the store that it is alive (PostgreSQL only)"},
+    {"cluster", "lease", CONFIG_DURATION, OFF(cluster.lease), "10s", 2, HOUR, NULL, NULL,
+     "a replica silent this long is presumed dead and the leader adopts its servers"},
+    {"cluster", "resync", CONFIG_DURATION, OFF(cluster.resync), "30s", 1, HOUR, NULL, NULL,
+     "how often a replica re-reads every active server (notifications cover the rest)"},
 
     {"auth", "open_signup", CONFIG_BOOL, OFF(auth.open_signup), "true", 0, 0, NULL, NULL,
      "anyone may claim an unknown user name by logging in with a new password"},
@@ -266,8 +277,14 @@ static const struct config_key config_keys[] = {
 /* CODEHUB_* variables that are not keys: CONFIG is the config file path main reads;
  * K8S_SERVICEACCOUNT_DIR is read by the in-cluster Kubernetes config (docs/k8s.md); the
  * others are set by the test harness (CMake/ctest and the integration tests). */
-static const char *const env_ignored[] = {
-    "CONFIG", "BIN", "SOURCE_DIR", "SANITIZED", "K8S_SERVICEACCOUNT_DIR", NULL};
+static const char *const env_ignored[] = {"CONFIG",
+                                          "BIN",
+                                          "SOURCE_DIR",
+                                          "SANITIZED",
+                                          "TEST_STORES",
+                                          "TEST_PG_DIR",
+                                          "K8S_SERVICEACCOUNT_DIR",
+                                          NULL};
 
 #define ENV_PREFIX "CODEHUB_"
 #define MAX_NAME 128           /* longer than any "section.key" or environment name we build */

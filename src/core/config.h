@@ -45,8 +45,16 @@ struct config {
         int64_t max_connections; /* concurrent client connections, default 10000 */
     } http;
     struct {
-        char *url; /* "" (SQLite in data_dir), "sqlite:PATH", later "postgres://…" */
+        char *url;           /* "" (SQLite in data_dir), "sqlite:PATH", "postgres://…" */
+        char *password_file; /* PostgreSQL password, first line; "" = libpq's own sources */
+        int64_t pool_size;   /* PostgreSQL connections for requests, default 8 */
     } store;
+    /* Several replicas on one PostgreSQL store (spawn/manager.c, docs/operations.md). */
+    struct {
+        int64_t heartbeat; /* seconds between a replica's proofs of life, default 2 */
+        int64_t lease;     /* seconds of silence after which a replica is presumed dead, 10 */
+        int64_t resync;    /* seconds between full re-reads of the active servers, 30 */
+    } cluster;
     struct {
         bool open_signup;                 /* anyone may claim an unknown name, default true */
         struct config_list allowed_users; /* names that may sign up when open_signup is off */

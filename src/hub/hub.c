@@ -643,6 +643,7 @@ static int load_trusted_proxies(struct hub *hub)
 static void http_stopped(void *data)
 {
     struct hub *hub = data;
+    hub_cluster_stop(hub);
     if (hub->spawner != NULL)
         spawn_manager_close(hub->spawner, spawner_closed, hub);
     if (hub->proxy != NULL)
@@ -714,7 +715,8 @@ int hub_serve(struct config *cfg)
     char *err = NULL;
     char *host = NULL;
     int port = 0;
-    hub->store = store_open(cfg->store.url, cfg->server.data_dir, &err);
+    hub->store = store_open_pool(cfg->store.url, cfg->server.data_dir, cfg->store.password_file,
+                                 (unsigned)cfg->store.pool_size, &err);
     if (hub->store == NULL) {
         log_event(LOG_ERROR, "hub.store_failed", "error", err ? err : "unknown",
                   (const char *)NULL);
@@ -752,6 +754,8 @@ int hub_serve(struct config *cfg)
         free(err);
         goto out;
     }
+    if (hub_cluster_start(hub) != 0)
+        goto out;
     /* Re-attach servers that kept running while no hub was there before taking any
      * request, so that no workspace request ever sees a half-known state. */
     int restored = 1;
@@ -829,6 +833,7 @@ out:
         hub->stopping_early = true;
     }
     if (hub->stopping_early) {
+        hub_cluster_stop(hub);
         if (hub->spawner != NULL)
             spawn_manager_close(hub->spawner, spawner_closed, hub);
         if (hub->proxy != NULL)

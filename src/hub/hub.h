@@ -73,6 +73,13 @@ struct hub {
                                         hash table of n_user_buckets (a power of two) */
     size_t n_user_buckets;
     size_t n_user_refs;
+    /* Several replicas (src/hub/cluster.c): NULL listener when the store is not shared. */
+    struct store_listener *listener;
+    char replica_id[80];
+    bool listener_was_up; /* a later "up" follows a gap: caches are re-read */
+    struct metric *cluster_leader;
+    struct metric *cluster_notifications;
+    struct metric *cluster_reconnects;
     uv_signal_t sigterm, sigint;
     uv_timer_t maintenance;
     bool stopping;
@@ -81,6 +88,16 @@ struct hub {
 };
 
 enum hub_auth_via { HUB_AUTH_NONE = 0, HUB_AUTH_SESSION, HUB_AUTH_TOKEN };
+
+/* Several replicas on one store (src/hub/cluster.c). When the store is shared
+ * (PostgreSQL), names this process (HOST-PID-RANDOM), makes the spawn manager one replica
+ * among several (spawn_manager_share) and opens the store's listener, whose notifications
+ * evict the identity cache and refresh server records, and whose leadership goes to the
+ * spawn manager. Call after the spawn manager exists and before its restore. Returns 0
+ * (also when the store is not shared: nothing to do) or -EINVAL after logging why. */
+int hub_cluster_start(struct hub *hub);
+/* Closes the listener (leadership ends with its connection). Safe to call when none. */
+void hub_cluster_stop(struct hub *hub);
 
 /* Who made a request. */
 struct hub_identity {

@@ -132,19 +132,82 @@ static void remove_at(struct hub_identity_cache *c, size_t i)
     c->used--;
 }
 
-void hub_identity_cache_forget_user(struct hub_identity_cache *c, const char *name)
+bool hub_identity_cache_get_stale(struct hub_identity_cache *c, const char *hash, int64_t now_ms,
+                                  int64_t max_age_ms, struct hub_identity *out)
+{
+    bool hit = false;
+    if (hash == NULL || hash[0] == '\0')
+        return false;
+    pthread_mutex_lock(&c->lock);
+    struct cache_entry *e = find(c, hash);
+    if (e != NULL && now_ms - e->stored_ms < max_age_ms) {
+        *out = e->id;
+        hit = true;
+    }
+    pthread_mutex_unlock(&c->lock);
+    return hit;
+}
+
+/* Removes every entry for which `match` is true. */
+static void forget_matching(struct hub_identity_cache *c,
+                            bool (*match)(const struct cache_entry *e, const void *arg),
+                            const void *arg)
 {
     pthread_mutex_lock(&c->lock);
     size_t i = 0;
     while (i < c->nslots) {
         struct cache_entry *e = &c->slots[i];
-        /* remove_at may move another of the user's entries into slot i: look again. */
-        if (e->hash[0] != '\0' && strcmp(e->id.name, name) == 0)
+        /* remove_at may move another matching entry into slot i: look again. */
+        if (e->hash[0] != '\0' && match(e, arg))
             remove_at(c, i);
         else
             i++;
     }
     pthread_mutex_unlock(&c->lock);
+}
+
+static bool match_name(const struct cache_entry *e, const void *arg)
+{
+    return strcmp(e->id.name, arg) == 0;
+}
+
+static bool match_user_id(const struct cache_entry *e, const void *arg)
+{
+    return e->id.user_id == *(const int64_t *)arg;
+}
+
+static bool match_hash(const struct cache_entry *e, const void *arg)
+{
+    return strcmp(e->hash, arg) == 0;
+}
+
+static bool match_any(const struct cache_entry *e, const void *arg)
+{
+    return true;
+}
+
+void hub_identity_cache_forget_user(struct hub_identity_cache *c, const char *name)
+{
+    forget_matching(c, match_name, name);
+}
+
+void hub_identity_cache_forget_user_id(struct hub_identity_cache *c, int64_t user_id)
+{
+    forget_matching(c, match_user_id, &user_id);
+}
+
+void hub_identity_cache_forget_credential(struct hub_identity_cache *c, const char *hash)
+{
+    if (hash == NULL || hash[0] == '\0')
+        return;
+    /* The key is the hash the store keeps for the session or token, which is what a
+     * deletion elsewhere names. */
+    forget_matching(c, match_hash, hash);
+}
+
+void hub_identity_cache_clear(struct hub_identity_cache *c)
+{
+    forget_matching(c, match_any, NULL);
 }
 
 size_t hub_identity_cache_size(struct hub_identity_cache *c)

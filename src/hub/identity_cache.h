@@ -23,8 +23,20 @@ bool hub_identity_cache_get(struct hub_identity_cache *c, const char *hash, int6
 /* Remembers an authenticated identity (via != HUB_AUTH_NONE) for `hash`. */
 void hub_identity_cache_put(struct hub_identity_cache *c, const char *hash,
                             const struct hub_identity *id, int64_t now_ms);
+/* As hub_identity_cache_get, but accepts an entry up to `max_age_ms` old: used only while
+ * the store cannot be reached, so that known users keep reaching their running servers. */
+bool hub_identity_cache_get_stale(struct hub_identity_cache *c, const char *hash, int64_t now_ms,
+                                  int64_t max_age_ms, struct hub_identity *out);
 /* Forgets every entry of user `name`. */
 void hub_identity_cache_forget_user(struct hub_identity_cache *c, const char *name);
+/* Forgets every entry of the user with store id `user_id` (another replica or the CLI
+ * changed or deleted the account). */
+void hub_identity_cache_forget_user_id(struct hub_identity_cache *c, int64_t user_id);
+/* Forgets the entry of one credential: `hash` is the stored hash of a session or token
+ * deleted elsewhere. */
+void hub_identity_cache_forget_credential(struct hub_identity_cache *c, const char *hash);
+/* Forgets everything (after a gap in the notifications). */
+void hub_identity_cache_clear(struct hub_identity_cache *c);
 size_t hub_identity_cache_size(struct hub_identity_cache *c);
 
 #endif

@@ -22,12 +22,26 @@
 #include <string.h>
 #include <strings.h>
 
+/* While the store cannot be reached, identities the cache learnt up to this long ago
+ * still let their users into running workspaces (and nobody else: nothing new can be
+ * learnt without the store). Revocations made before the outage have already evicted
+ * their entries. */
+#define STALE_IDENTITY_MAX_MS (15 * 60 * 1000)
+
 struct pending_identity {
     uv_work_t work;
     struct hub *hub;
     struct http_exchange *ex;
     struct hub_identity id;
+    char hash[72];
     int rc;
+};
+
+/* A request that found no route, waiting for the store's word (several replicas). */
+struct pending_route {
+    struct hub *hub;
+    struct http_exchange *ex;
+    struct hub_identity id;
 };
 
 static bool accepts_html(const struct http_request *req)
@@ -121,7 +135,24 @@ static void note_activity(void *data)
         spawn_note_activity(ref->hub->spawner, ref->name, hub_now_ms());
 }
 
+static void decide_route(struct hub *hub, struct http_exchange *ex, const struct hub_identity *id,
+                         bool refreshed);
+
+static void route_refreshed(void *data)
+{
+    struct pending_route *p = data;
+    decide_route(p->hub, p->ex, &p->id, true);
+    free(p);
+}
+
 static void decide(struct hub *hub, struct http_exchange *ex, const struct hub_identity *id)
+{
+    decide_route(hub, ex, id, false);
+}
+
+/* `refreshed`: the store was asked for the route already (no second look-up). */
+static void decide_route(struct hub *hub, struct http_exchange *ex, const struct hub_identity *id,
+                         bool refreshed)
 {
     struct http_request *req = &ex->req;
     char name[40];
@@ -155,6 +186,17 @@ static void decide(struct hub *hub, struct http_exchange *ex, const struct hub_i
         }
     }
     const char *route = hub->spawner ? spawn_route(hub->spawner, name) : NULL;
+    if (route == NULL && !refreshed && hub->spawner != NULL && spawn_is_shared(hub->spawner)) {
+        /* Another replica may have started it a moment ago, before its notification
+         * arrived: ask the store before sending the user to start it again. */
+        struct pending_route *p = xcalloc(1, sizeof *p);
+        p->hub = hub;
+        p->ex = ex;
+        p->id = *id;
+        if (spawn_refresh(hub->spawner, name, route_refreshed, p) == 0)
+            return;
+        free(p);
+    }
     if (route == NULL) {
         if (accepts_html(req)) {
             char prefix[96];
@@ -198,10 +240,17 @@ static void identify_done(uv_work_t *work, int status)
     struct pending_identity *p = work->data;
     struct hub *hub = p->hub;
     struct http_exchange *ex = p->ex;
-    if (status != 0 || p->rc != 0)
-        finish_with(hub, ex, 503, "The hub cannot reach its store right now.");
-    else
+    if (status == 0 && p->rc != 0 &&
+        hub_identity_cache_get_stale(hub->identities, p->hash, hub_now_ms(), STALE_IDENTITY_MAX_MS,
+                                     &p->id)) {
+        /* The store is away, but this credential was good a moment ago: keep already
+         * running workspaces reachable through the outage. */
         decide(hub, ex, &p->id);
+    } else if (status != 0 || p->rc != 0) {
+        finish_with(hub, ex, 503, "The hub cannot reach its store right now.");
+    } else {
+        decide(hub, ex, &p->id);
+    }
     free(p);
 }
 
@@ -260,6 +309,7 @@ int hub_workspace_head(struct http_exchange *ex, void *data)
     p->work.data = p;
     p->hub = hub;
     p->ex = ex;
+    memcpy(p->hash, hash, sizeof p->hash);
     if (uv_queue_work(hub->loop, &p->work, identify_work, identify_done) != 0) {
         free(p);
         finish_with(hub, ex, 503, "The hub is busy.");

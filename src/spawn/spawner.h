@@ -123,4 +123,30 @@ int64_t spawn_last_activity(struct spawn_manager *m, const char *name);
  * admin page's "stop all idle"). Returns how many were asked to stop. */
 int spawn_cull_idle(struct spawn_manager *m, int64_t idle_ms, int64_t now_ms);
 
+/* ---- several replicas on one store (PostgreSQL) ----
+ * See docs/operations.md ("Replicas") and the comment above the code in manager.c. */
+
+/* Makes this manager one replica among several sharing the store: servers are claimed in
+ * the store before they start, other replicas' servers are mirrored (routes included),
+ * stops of those go to their owner through the store, and this replica beats every
+ * cluster.heartbeat. `replica_id` is unique to this process run; `address` (may be NULL)
+ * is shown to operators. Call once, before spawn_manager_restore(). Returns 0, -EALREADY
+ * or -EINVAL. */
+int spawn_manager_share(struct spawn_manager *m, const char *replica_id, const char *address);
+/* True after spawn_manager_share(). */
+bool spawn_is_shared(const struct spawn_manager *m);
+/* This replica leads (true) or not: the leader adopts the servers of dead replicas and
+ * runs the idle culler. Without sharing, the one process always leads. */
+void spawn_set_leader(struct spawn_manager *m, bool leading);
+bool spawn_is_leader(const struct spawn_manager *m);
+/* The store says user `user_id`'s server row changed (a notification): re-read it. */
+void spawn_store_changed(struct spawn_manager *m, int64_t user_id);
+/* Re-reads every active server (after notifications may have been missed). */
+void spawn_resync(struct spawn_manager *m);
+/* Re-reads NAME's server row now, then calls `done(data)` on the loop thread (also when the
+ * read failed: spawn_route() tells what is known). Returns 0, -ENOTSUP when not shared
+ * (nothing to refresh: this process knows everything), -ECANCELED while closing, or a
+ * libuv error; `done` is called only after 0. */
+int spawn_refresh(struct spawn_manager *m, const char *name, void (*done)(void *data), void *data);
+
 #endif

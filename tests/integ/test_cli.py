@@ -6,7 +6,6 @@ import datetime
 import json
 import os
 import re
-import sqlite3
 import subprocess
 import time
 
@@ -37,11 +36,7 @@ def users(hub):
 
 
 def events(hub):
-    db = sqlite3.connect(f"file:{hub.data_dir / 'codehub.sqlite'}?mode=ro", uri=True)
-    try:
-        return db.execute('SELECT kind, "user", actor, detail FROM events ORDER BY id').fetchall()
-    finally:
-        db.close()
+    return hub.sql('SELECT kind, "user", actor, detail FROM events ORDER BY id')
 
 
 # ---- version and help -----------------------------------------------------------------
@@ -54,7 +49,8 @@ def test_version_names_program_and_libraries(argv):
     lines = r.stdout.splitlines()
     assert re.fullmatch(r"codehub \d+\.\d+\.\d+\S*", lines[0]), lines[0]
     names = [line.split()[0] for line in lines[1:]]
-    assert names == ["libuv", "sqlite", "libsodium", "jansson", "libfyaml", "http-parser"]
+    assert names == ["libuv", "sqlite", "libsodium", "jansson", "libfyaml", "http-parser",
+                     "libpq", "libcurl"]
     for line in lines[1:]:
         assert re.fullmatch(r"\S+ \d+\.\d+(\.\d+)?\S*", line), line
     assert "http-parser 2.9.4" in lines
@@ -348,7 +344,8 @@ def test_user_del_purge_data_removes_home(off):
     assert not home.exists() and not home.is_symlink()
     assert (outside / "precious").read_text() == "keep me\n"
     assert (other / "project" / "main.c").exists()
-    assert (off.data_dir / "codehub.sqlite").exists()
+    if off.pg is None:
+        assert (off.data_dir / "codehub.sqlite").exists()
     assert set(users(off)) == {"bob"}
 
 
@@ -382,6 +379,7 @@ def test_purge_refuses_symlinked_users_dir(off):
     target = off.tmp / "elsewhere"
     (target / "ann").mkdir(parents=True)
     (target / "ann" / "important").write_text("x")
+    off.data_dir.mkdir(parents=True, exist_ok=True)  # PostgreSQL does not create it
     (off.data_dir / "users").symlink_to(target)
     r = off.cli("user", "del", "ann", "--purge-data", check=False)
     assert r.returncode == 1 and "symbolic link" in r.stderr
@@ -418,7 +416,12 @@ def test_token_create_prints_only_the_token(off):
     evs = [e for e in events(off) if e[0] == "token.create"]
     assert len(evs) == 2 and evs[0][1] == "ann" and evs[0][2] == "cli"
     # The event names the token by its prefix only; the secret is nowhere in the store.
-    db = b"".join(p.read_bytes() for p in off.data_dir.glob("codehub.sqlite*"))
+    if off.pg is None:
+        db = b"".join(p.read_bytes() for p in off.data_dir.glob("codehub.sqlite*"))
+    else:
+        db = "\n".join("\t".join(str(v) for v in row) for table in ("tokens", "events")
+                       for row in off.sql(f"SELECT * FROM {table}")).encode()
+        assert b"cli" in db
     assert r.stdout.strip().encode() not in db
     assert r.stdout.strip()[4:].encode() not in db
 

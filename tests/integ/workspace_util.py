@@ -1,7 +1,7 @@
 """Helpers for tests that start real code-server workspaces through the hub."""
 
 import json
-import sqlite3
+import re
 import time
 
 import requests
@@ -59,10 +59,10 @@ def progress_events(hub, s, name, timeout=90):
 
 
 def spawner_state(hub, name):
-    db = hub.data_dir / "codehub.sqlite"
-    with sqlite3.connect(db) as con:
-        row = con.execute("SELECT s.state, s.spawner_state FROM servers s JOIN users u "
-                          "ON u.id = s.user_id WHERE u.name = ?", (name,)).fetchone()
+    assert re.fullmatch(r"[a-z0-9][a-z0-9._-]*", name)
+    rows = hub.sql("SELECT s.state, s.spawner_state FROM servers s JOIN users u "
+                   f"ON u.id = s.user_id WHERE u.name = '{name}'")
+    row = rows[0] if rows else None
     return (row[0], json.loads(row[1] or "{}")) if row else (None, {})
 
 

@@ -721,12 +721,14 @@ static void test_env_errors(void **state)
         "environment CODEHUB_AUTH_ALLOWED_USERS: invalid user name 'Bob' (1 to 32 characters: "
         "lowercase letters, digits, '.', '_' and '-', starting with a letter or digit)\n"
         "environment CODEHUB_SEVER_BIND: unknown variable (expected CODEHUB_<SECTION>_<KEY> "
-        "with a section among server, log, http, store, auth, spawn, local, proxy, cull, kube) "
+        "with a section among server, log, http, store, cluster, auth, spawn, local, proxy, cull, "
+        "kube) "
         "(did you "
         "mean "
         "CODEHUB_SERVER_BIND?)\n"
         "environment CODEHUB_TOTALLY_UNRELATED: unknown variable (expected "
-        "CODEHUB_<SECTION>_<KEY> with a section among server, log, http, store, auth, spawn, "
+        "CODEHUB_<SECTION>_<KEY> with a section among server, log, http, store, cluster, auth, "
+        "spawn, "
         "local, proxy, cull, kube)\n"
         "environment CODEHUB_SERVER_: unknown key\n"
         "environment CODEHUB_LOG_LEVEL: expected one of debug, info, warn, error, got 'loud'\n"
@@ -1232,7 +1234,7 @@ static void test_each_key(void **state)
     struct key_names keys = {.n = 0};
     config_each_key(collect_key, &keys);
     /* Every field of struct config has a row. */
-    assert_int_equal(keys.n, 77);
+    assert_int_equal(keys.n, 82);
     assert_string_equal(keys.names[0], "server.bind");
     assert_string_equal(keys.names[keys.n - 1], "kube.profiles");
     for (size_t i = 0; i < keys.n; i++) {

@@ -44,6 +44,48 @@ static void test_put_get_ttl(void **state)
     hub_identity_cache_free(c);
 }
 
+static void test_stale_read_for_outages(void **state)
+{
+    struct hub_identity_cache *c = hub_identity_cache_new(64, 1000);
+    struct hub_identity id = ident("ann"), got;
+    char k[72];
+    key(k, 3, 1);
+    hub_identity_cache_put(c, k, &id, 0);
+    assert_false(hub_identity_cache_get(c, k, 5000, &got));
+    /* Past the TTL the entry is still there for the store-is-away path, up to its own limit. */
+    assert_true(hub_identity_cache_get_stale(c, k, 5000, 10000, &got));
+    assert_string_equal(got.name, "ann");
+    assert_false(hub_identity_cache_get_stale(c, k, 10000, 10000, &got));
+    assert_false(hub_identity_cache_get_stale(c, "", 0, 10000, &got));
+    hub_identity_cache_free(c);
+}
+
+static void test_forget_by_id_credential_and_all(void **state)
+{
+    struct hub_identity_cache *c = hub_identity_cache_new(64, 100000);
+    struct hub_identity got;
+    char k[8][72];
+    for (int i = 0; i < 8; i++) {
+        struct hub_identity id = ident(i % 2 ? "bob" : "ann");
+        id.user_id = i % 2 ? 2 : 1;
+        key(k[i], 7, i); /* one probe run: deletions must keep the others reachable */
+        hub_identity_cache_put(c, k[i], &id, 0);
+    }
+    hub_identity_cache_forget_user_id(c, 2);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(hub_identity_cache_get(c, k[i], 1, &got), i % 2 == 0);
+    hub_identity_cache_forget_credential(c, k[4]);
+    assert_false(hub_identity_cache_get(c, k[4], 1, &got));
+    assert_true(hub_identity_cache_get(c, k[6], 1, &got));
+    hub_identity_cache_forget_credential(c, NULL);
+    hub_identity_cache_forget_credential(c, "");
+    assert_int_equal(hub_identity_cache_size(c), 3);
+    hub_identity_cache_clear(c);
+    assert_int_equal(hub_identity_cache_size(c), 0);
+    assert_false(hub_identity_cache_get(c, k[0], 1, &got));
+    hub_identity_cache_free(c);
+}
+
 static void test_forget_user_keeps_others_reachable(void **state)
 {
     struct hub_identity_cache *c = hub_identity_cache_new(256, 100000);
@@ -93,6 +135,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_put_get_ttl),
+        cmocka_unit_test(test_stale_read_for_outages),
+        cmocka_unit_test(test_forget_by_id_credential_and_all),
         cmocka_unit_test(test_forget_user_keeps_others_reachable),
         cmocka_unit_test(test_bounded),
     };
