@@ -816,6 +816,12 @@ int hub_serve(struct config *cfg)
                       strcmp(host, "0.0.0.0") == 0 ? "127.0.0.1" : host, v6 ? "]" : "", portbuf);
     }
     hub->public_origin = xstrdup(cfg->server.public_url);
+    if (hub->listener != NULL) {
+        /* Operators see each replica under the address it really serves on. */
+        char *where = xasprintf("%s:%s", host, portbuf);
+        spawn_manager_set_address(hub->spawner, where);
+        free(where);
+    }
     log_event(LOG_INFO, "hub.listening", "bind", host, "port", portbuf, "url",
               cfg->server.public_url, "data_dir", cfg->server.data_dir, (const char *)NULL);
 

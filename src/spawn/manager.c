@@ -913,6 +913,23 @@ const char *spawn_last_error(struct spawn_manager *m, const char *name)
  * (store_listener's advisory lock) adopts the servers of replicas whose beat is older
  * than cluster.lease, re-attaching to them or cleaning them up, and runs the culler. */
 
+/* Starts a job of which at most one runs at a time (`*inflight`, cleared by its `after`):
+ * `w` is the zeroed work item the caller allocated and `req` its uv_work_t. Returns true
+ * when queued; false when libuv refused it, and then `w` has been freed (not what it points
+ * to). */
+static bool job_start(struct spawn_manager *m, bool *inflight, uv_work_t *req, void *w,
+                      uv_work_cb run, uv_after_work_cb after)
+{
+    req->data = w;
+    if (uv_queue_work(m->loop, req, run, after) != 0) {
+        free(w);
+        return false;
+    }
+    *inflight = true;
+    m->pending_work++;
+    return true;
+}
+
 static int64_t lease_ms(const struct spawn_manager *m)
 {
     return m->cfg->cluster.lease * 1000;
@@ -1358,14 +1375,8 @@ void spawn_resync(struct spawn_manager *m)
         return;
     }
     struct resync_work *w = xcalloc(1, sizeof *w);
-    w->req.data = w;
     w->m = m;
-    if (uv_queue_work(m->loop, &w->req, resync_run, resync_after) != 0) {
-        free(w);
-        return;
-    }
-    m->resync_inflight = true;
-    m->pending_work++;
+    job_start(m, &m->resync_inflight, &w->req, w, resync_run, resync_after);
 }
 
 static void on_resync_timer(uv_timer_t *t)
@@ -1530,6 +1541,18 @@ static void forget_after(uv_work_t *req, int status)
     work_done(m);
 }
 
+/* Deletes replica `id`'s row (store_replica_delete) on the thread pool. */
+static void forget_replica(struct spawn_manager *m, const char *id)
+{
+    struct forget_work *f = xcalloc(1, sizeof *f);
+    f->req.data = f;
+    f->m = m;
+    f->id = xstrdup(id);
+    m->pending_work++;
+    if (uv_queue_work(m->loop, &f->req, forget_run, forget_after) != 0)
+        forget_after(&f->req, 0);
+}
+
 static void sweep_after(uv_work_t *req, int status)
 {
     struct sweep_work *w = req->data;
@@ -1563,13 +1586,7 @@ static void sweep_after(uv_work_t *req, int status)
                       NULL);
             /* Its servers are being adopted; an adoption that fails is retried next sweep,
              * when the owner (no row any more) counts as dead at once. */
-            struct forget_work *f = xcalloc(1, sizeof *f);
-            f->req.data = f;
-            f->m = m;
-            f->id = xstrdup(r->id);
-            m->pending_work++;
-            if (uv_queue_work(m->loop, &f->req, forget_run, forget_after) != 0)
-                forget_after(&f->req, 0);
+            forget_replica(m, r->id);
         }
     } else if (w->rc < 0) {
         log_event(LOG_WARN, "cluster.sweep_failed", "error", strerror(-w->rc), NULL);
@@ -1585,14 +1602,8 @@ static void sweep(struct spawn_manager *m)
     if (!m->leader || m->sweep_inflight || m->closing)
         return;
     struct sweep_work *w = xcalloc(1, sizeof *w);
-    w->req.data = w;
     w->m = m;
-    if (uv_queue_work(m->loop, &w->req, sweep_run, sweep_after) != 0) {
-        free(w);
-        return;
-    }
-    m->sweep_inflight = true;
-    m->pending_work++;
+    job_start(m, &m->sweep_inflight, &w->req, w, sweep_run, sweep_after);
 }
 
 /* -- heartbeat -- */
@@ -1600,6 +1611,7 @@ static void sweep(struct spawn_manager *m)
 struct beat_work {
     uv_work_t req;
     struct spawn_manager *m;
+    char *address; /* a copy: spawn_manager_set_address() may replace the manager's */
     int rc;
 };
 
@@ -1607,7 +1619,7 @@ static void beat_run(uv_work_t *req)
 {
     struct beat_work *w = req->data;
     struct spawn_manager *m = w->m;
-    w->rc = store_replica_beat(m->store, m->replica_id, m->replica_address, m->replica_started_ms);
+    w->rc = store_replica_beat(m->store, m->replica_id, w->address, m->replica_started_ms);
 }
 
 static void beat_after(uv_work_t *req, int status)
@@ -1634,6 +1646,7 @@ static void beat_after(uv_work_t *req, int status)
         log_event(LOG_WARN, "cluster.store_unreachable", "replica", m->replica_id, "error",
                   strerror(-w->rc), NULL);
     }
+    free(w->address);
     free(w);
     work_done(m);
 }
@@ -1643,14 +1656,11 @@ static void beat(struct spawn_manager *m)
     if (m->beat_inflight || m->closing)
         return;
     struct beat_work *w = xcalloc(1, sizeof *w);
-    w->req.data = w;
     w->m = m;
-    if (uv_queue_work(m->loop, &w->req, beat_run, beat_after) != 0) {
-        free(w);
-        return;
-    }
-    m->beat_inflight = true;
-    m->pending_work++;
+    w->address = xstrdup(m->replica_address);
+    char *address = w->address;
+    if (!job_start(m, &m->beat_inflight, &w->req, w, beat_run, beat_after))
+        free(address);
 }
 
 static void on_beat_timer(uv_timer_t *t)
@@ -1668,6 +1678,14 @@ void spawn_set_leader(struct spawn_manager *m, bool leading)
               NULL);
     if (leading)
         beat(m); /* the sweep follows the beat */
+}
+
+void spawn_manager_set_address(struct spawn_manager *m, const char *address)
+{
+    assert(m->magic == MANAGER_MAGIC);
+    if (!m->shared)
+        return;
+    set_str(&m->replica_address, address != NULL ? address : "");
 }
 
 bool spawn_is_leader(const struct spawn_manager *m)
@@ -1899,14 +1917,8 @@ static void on_cull_timer(uv_timer_t *t)
     if (!m->leader || m->cull_inflight || m->closing)
         return;
     struct cull_work *w = xcalloc(1, sizeof *w);
-    w->req.data = w;
     w->m = m;
-    if (uv_queue_work(m->loop, &w->req, cull_run, cull_after) != 0) {
-        free(w);
-        return;
-    }
-    m->cull_inflight = true;
-    m->pending_work++;
+    job_start(m, &m->cull_inflight, &w->req, w, cull_run, cull_after);
 }
 
 /* ---- restore ---- */
@@ -2185,13 +2197,7 @@ void spawn_manager_close(struct spawn_manager *m, void (*done)(void *data), void
          * instead of waiting for the lease to run out. Queued after the last writes of
          * the flush above, which still carry this replica's id and are fenced by it. */
         m->replica_deleted = true;
-        struct forget_work *f = xcalloc(1, sizeof *f);
-        f->req.data = f;
-        f->m = m;
-        f->id = xstrdup(m->replica_id);
-        m->pending_work++;
-        if (uv_queue_work(m->loop, &f->req, forget_run, forget_after) != 0)
-            forget_after(&f->req, 0);
+        forget_replica(m, m->replica_id);
     }
     if (m->restore_done != NULL) {
         m->restore_pending = 0;

@@ -133,6 +133,9 @@ int spawn_cull_idle(struct spawn_manager *m, int64_t idle_ms, int64_t now_ms);
  * is shown to operators. Call once, before spawn_manager_restore(). Returns 0, -EALREADY
  * or -EINVAL. */
 int spawn_manager_share(struct spawn_manager *m, const char *replica_id, const char *address);
+/* Replaces the address shown for this replica (once the listening port is known); the
+ * next heartbeat records it. */
+void spawn_manager_set_address(struct spawn_manager *m, const char *address);
 /* True after spawn_manager_share(). */
 bool spawn_is_shared(const struct spawn_manager *m);
 /* This replica leads (true) or not: the leader adopts the servers of dead replicas and
