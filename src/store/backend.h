@@ -20,6 +20,20 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* What the SELECTs of every backend read from each table, in the order of the backends' row
+ * readers: the same SQL in both dialects. */
+#define STORE__USER_COLS "id, name, password_hash, admin, created_ms, last_activity_ms FROM users"
+#define STORE__SESSION_COLS                                                                        \
+    "s.id_hash, s.user_id, u.name, u.admin, s.created_ms, s.expires_ms, s.last_seen_ms, "          \
+    "s.client_addr FROM sessions s JOIN users u ON u.id = s.user_id"
+#define STORE__TOKEN_COLS                                                                          \
+    "t.id, t.hash, t.prefix, t.user_id, u.name, u.admin, t.scope, t.note, t.created_ms, "          \
+    "t.expires_ms, t.last_used_ms FROM tokens t JOIN users u ON u.id = t.user_id"
+#define STORE__SERVER_COLS                                                                         \
+    "v.user_id, u.name, v.state, v.url, v.spawner_state, v.message, v.started_ms, "                \
+    "v.last_activity_ms, v.updated_ms, v.owner, v.stop_requested "                                 \
+    "FROM servers v JOIN users u ON u.id = v.user_id"
+
 struct store_backend {
     const char *name; /* "sqlite", "postgres": for log lines */
 
@@ -36,9 +50,10 @@ struct store_backend {
     int (*meta_get)(void *impl, const char *key, char **value_out);
     int (*meta_get_or_set)(void *impl, const char *key, const char *value, char **value_out);
 
-    /* `password_hash` may be NULL (no password yet); `out` may be NULL. */
+    /* `password_hash` may be NULL (no password yet). Sets *id_out to the new user's id;
+     * store.c builds the struct store_user from it and the arguments. */
     int (*user_create)(void *impl, const char *name, const char *password_hash, bool admin,
-                       int64_t now_ms, struct store_user *out);
+                       int64_t now_ms, int64_t *id_out);
     int (*user_get)(void *impl, const char *name, struct store_user *out);
     int (*user_get_by_id)(void *impl, int64_t id, struct store_user *out);
     /* `limit` 0 means no limit; `total_out` may be NULL. */

@@ -2,9 +2,9 @@
  *
  * Threading: like the SQLite backend, the store is called synchronously from libuv's
  * thread pool and from the CLI. A PGconn may be used by one thread at a time, so each call
- * borrows a connection from a mutex-protected pool for its whole duration. Connections are
- * opened lazily up to store.pool_size (8 by default); beyond that callers wait on a condition
- * variable.
+ * borrows a connection from the store's pool (pool.c) for its whole duration. Connections
+ * are opened lazily up to store.pool_size (8 by default); beyond that callers wait for one to
+ * come back.
  *
  * Statements are prepared once per connection (PQprepare) on first use and run with
  * PQexecPrepared: parameters always travel separately from the SQL text. Results come back
@@ -27,12 +27,12 @@
 #include "core/log.h"
 #include "store/backend.h"
 #include "store/migrations.h"
+#include "store/pool.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -100,17 +100,6 @@ struct pst_def {
     bool writes; /* may change a row: never re-sent after a connection died under it */
 };
 
-#define USER_COLS "id, name, password_hash, admin, created_ms, last_activity_ms FROM users"
-#define SESSION_COLS                                                                               \
-    "s.id_hash, s.user_id, u.name, u.admin, s.created_ms, s.expires_ms, s.last_seen_ms, "          \
-    "s.client_addr FROM sessions s JOIN users u ON u.id = s.user_id"
-#define TOKEN_COLS                                                                                 \
-    "t.id, t.hash, t.prefix, t.user_id, u.name, u.admin, t.scope, t.note, t.created_ms, "          \
-    "t.expires_ms, t.last_used_ms FROM tokens t JOIN users u ON u.id = t.user_id"
-#define SERVER_COLS                                                                                \
-    "v.user_id, u.name, v.state, v.url, v.spawner_state, v.message, v.started_ms, "                \
-    "v.last_activity_ms, v.updated_ms, v.owner, v.stop_requested "                                 \
-    "FROM servers v JOIN users u ON u.id = v.user_id"
 /* A row is alive while expires_ms is 0 (never) or not yet in the past. */
 #define ALIVE(t) "(" t ".expires_ms = 0 OR " t ".expires_ms >= $2)"
 /* Byte order, as SQLite sorts: the database's own collation may ignore punctuation. */
@@ -125,10 +114,11 @@ static const struct pst_def pst_defs[P__COUNT] = {
     [P_USER_INSERT] = {"INSERT INTO users (name, password_hash, admin, created_ms, "
                        "last_activity_ms) VALUES ($1, $2, $3, $4, 0) RETURNING id",
                        true},
-    [P_USER_GET] = {"SELECT " USER_COLS " WHERE name = $1", false},
-    [P_USER_GET_BY_ID] = {"SELECT " USER_COLS " WHERE id = $1", false},
+    [P_USER_GET] = {"SELECT " STORE__USER_COLS " WHERE name = $1", false},
+    [P_USER_GET_BY_ID] = {"SELECT " STORE__USER_COLS " WHERE id = $1", false},
     /* LIMIT NULL is no limit. */
-    [P_USER_LIST] = {"SELECT " USER_COLS " ORDER BY " BYTE_ORDER_OF("name") " LIMIT $1 OFFSET $2",
+    [P_USER_LIST] = {"SELECT " STORE__USER_COLS
+                     " ORDER BY " BYTE_ORDER_OF("name") " LIMIT $1 OFFSET $2",
                      false},
     [P_USER_COUNT] = {"SELECT COUNT(*) FROM users", false},
     [P_USER_EXISTS] = {"SELECT 1 FROM users WHERE name = $1", false},
@@ -146,7 +136,8 @@ static const struct pst_def pst_defs[P__COUNT] = {
     [P_SESSION_INSERT] = {"INSERT INTO sessions (id_hash, user_id, created_ms, expires_ms, "
                           "last_seen_ms, client_addr) VALUES ($1, $2, $3, $4, $3, $5)",
                           true},
-    [P_SESSION_GET] = {"SELECT " SESSION_COLS " WHERE s.id_hash = $1 AND " ALIVE("s"), false},
+    [P_SESSION_GET] = {"SELECT " STORE__SESSION_COLS " WHERE s.id_hash = $1 AND " ALIVE("s"),
+                       false},
     [P_SESSION_TOUCH] = {"UPDATE sessions SET last_seen_ms = GREATEST(last_seen_ms, $2) "
                          "WHERE id_hash = $1",
                          true},
@@ -163,13 +154,13 @@ static const struct pst_def pst_defs[P__COUNT] = {
                         "expires_ms, last_used_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, 0) "
                         "RETURNING id",
                         true},
-    [P_TOKEN_GET] = {"SELECT " TOKEN_COLS " WHERE t.hash = $1 AND " ALIVE("t"), false},
-    [P_TOKEN_GET_BY_ID] = {"SELECT " TOKEN_COLS " WHERE t.id = $1", false},
-    [P_TOKEN_LIST] = {"SELECT " TOKEN_COLS " WHERE t.user_id = $1 ORDER BY t.id", false},
+    [P_TOKEN_GET] = {"SELECT " STORE__TOKEN_COLS " WHERE t.hash = $1 AND " ALIVE("t"), false},
+    [P_TOKEN_GET_BY_ID] = {"SELECT " STORE__TOKEN_COLS " WHERE t.id = $1", false},
+    [P_TOKEN_LIST] = {"SELECT " STORE__TOKEN_COLS " WHERE t.user_id = $1 ORDER BY t.id", false},
     [P_TOKEN_DELETE] = {"DELETE FROM tokens WHERE user_id = $1 AND id = $2", true},
     [P_TOKEN_TOUCH] = {"UPDATE tokens SET last_used_ms = GREATEST(last_used_ms, $2) WHERE id = $1",
                        true},
-    [P_SERVER_GET] = {"SELECT " SERVER_COLS " WHERE v.user_id = $1", false},
+    [P_SERVER_GET] = {"SELECT " STORE__SERVER_COLS " WHERE v.user_id = $1", false},
     /* The fence: with an owner, the update happens only while the row is ownerless or
      * already ours; a lost fence shows as no row changed. */
     [P_SERVER_PUT] = {"INSERT INTO servers (user_id, state, url, spawner_state, message, "
@@ -182,7 +173,8 @@ static const struct pst_def pst_defs[P__COUNT] = {
                       "updated_ms = excluded.updated_ms, owner = excluded.owner "
                       "WHERE excluded.owner = '' OR servers.owner IN (excluded.owner, '')",
                       true},
-    [P_SERVER_LIST_ACTIVE] = {"SELECT " SERVER_COLS " WHERE v.state <> 'stopped' ORDER BY " //
+    [P_SERVER_LIST_ACTIVE] = {"SELECT " STORE__SERVER_COLS
+                              " WHERE v.state <> 'stopped' ORDER BY " //
                               BYTE_ORDER_OF("u.name"),
                               false},
     [P_SERVER_DELETE] = {"DELETE FROM servers WHERE user_id = $1", true},
@@ -258,10 +250,10 @@ static void p_size(struct params *p, size_t v)
 
 /* ---- the store's state ------------------------------------------------------------- */
 
+/* A pooled connection. Its PGconn may be replaced by a fresh one in the same slot. */
 struct pconn {
     PGconn *pg;        /* NULL after a failed reconnect: the slot is then given up */
     uint64_t prepared; /* bit i: statement i is prepared on this connection */
-    struct pconn *next;
 };
 
 enum { N_KEYS = 12 };
@@ -277,11 +269,7 @@ struct pgs {
     char *secrets[3];
     char *display; /* HOST:PORT/DB */
 
-    pthread_mutex_t lock;
-    pthread_cond_t cond; /* signalled when a connection is returned or a slot frees up */
-    struct pconn *idle;  /* most recently used first */
-    int n_open;          /* idle + borrowed + being opened */
-    int pool_max;        /* store.pool_size */
+    struct store__pool *pool; /* of struct pconn, at most store.pool_size */
 };
 
 static void free_secret(char *s)
@@ -480,8 +468,10 @@ static bool conn_healthy(PGconn *pg)
 
 /* ---- the pool ---------------------------------------------------------------------- */
 
-static void pconn_free(struct pconn *c)
+/* Closes a pooled connection: the pool's close callback. */
+static void pconn_free(void *conn)
 {
+    struct pconn *c = conn;
     if (c == NULL)
         return;
     if (c->pg != NULL)
@@ -489,67 +479,35 @@ static void pconn_free(struct pconn *c)
     free(c);
 }
 
-/* Borrows a connection for one call, healthy as far as can be told. Returns 0 or -EIO
- * (logged). */
-static int pool_acquire(struct pgs *ps, const char *op, struct pconn **out)
+/* Opens a connection for the pool: `ctx` is the struct pgs. */
+static void *pool_open(void *ctx, char **err)
 {
-    pthread_mutex_lock(&ps->lock);
-    while (ps->idle == NULL && ps->n_open >= ps->pool_max)
-        pthread_cond_wait(&ps->cond, &ps->lock);
-    struct pconn *c = ps->idle;
-    if (c != NULL) {
-        ps->idle = c->next;
-        c->next = NULL;
-    } else {
-        ps->n_open++; /* reserve the slot; connect outside the lock */
-    }
-    pthread_mutex_unlock(&ps->lock);
-
-    if (c != NULL && conn_healthy(c->pg)) {
-        *out = c;
-        return 0;
-    }
-    if (c != NULL) {
-        /* Reuse the slot for a fresh connection. */
-        log_event(LOG_INFO, "store.reconnect", "op", op, "db", ps->display, "reason",
-                  "pooled connection was closed by the server", (const char *)NULL);
-        PQfinish(c->pg);
-        c->pg = NULL;
-        c->prepared = 0;
-    } else {
-        c = xcalloc(1, sizeof *c);
-    }
-    char *err = NULL;
-    c->pg = connect_one(ps, &err);
-    if (c->pg == NULL) {
-        log_event(LOG_ERROR, "store.error", "op", op, "db", ps->display, "error", err,
-                  (const char *)NULL);
-        free(err);
-        free(c);
-        pthread_mutex_lock(&ps->lock);
-        ps->n_open--;
-        pthread_cond_signal(&ps->cond);
-        pthread_mutex_unlock(&ps->lock);
-        return -EIO;
-    }
-    *out = c;
-    return 0;
+    PGconn *pg = connect_one(ctx, err);
+    if (pg == NULL)
+        return NULL;
+    struct pconn *c = xcalloc(1, sizeof *c);
+    c->pg = pg;
+    return c;
 }
 
-/* Returns a borrowed connection; a broken one is closed and its slot freed. */
-static void pool_release(struct pgs *ps, struct pconn *c, bool broken)
+/* Replaces the PGconn of `c` by a fresh one in the same slot, after logging why at
+ * `level`. Returns 0, or -EIO (logged) when none can be opened: c->pg is then NULL and
+ * the caller gives the slot up. */
+static int pconn_reopen(const struct pgs *ps, struct pconn *c, const char *op, enum log_level level,
+                        const char *reason)
 {
-    if (broken)
-        pconn_free(c);
-    pthread_mutex_lock(&ps->lock);
-    if (broken) {
-        ps->n_open--;
-    } else {
-        c->next = ps->idle;
-        ps->idle = c;
-    }
-    pthread_cond_signal(&ps->cond);
-    pthread_mutex_unlock(&ps->lock);
+    log_event(level, "store.reconnect", "op", op, "db", ps->display, "reason", reason,
+              (const char *)NULL);
+    PQfinish(c->pg);
+    c->prepared = 0;
+    char *err = NULL;
+    c->pg = connect_one(ps, &err);
+    if (c->pg != NULL)
+        return 0;
+    log_event(LOG_ERROR, "store.error", "op", op, "db", ps->display, "error", err,
+              (const char *)NULL);
+    free(err);
+    return -EIO;
 }
 
 /* ---- one call ---------------------------------------------------------------------- */
@@ -564,12 +522,31 @@ struct call {
     bool retried;    /* the one reconnect-and-retry is used up */
 };
 
+/* Borrows a connection for the call, healthy as far as can be told. Returns 0 or -EIO
+ * (logged). */
 static int call_begin(struct call *k, void *impl, const char *op)
 {
     memset(k, 0, sizeof *k);
     k->ps = impl;
     k->op = op;
-    return pool_acquire(k->ps, op, &k->c);
+    void *c = NULL;
+    bool reused = false;
+    char *err = NULL;
+    if (store__pool_acquire(k->ps->pool, &c, &reused, &err) < 0) {
+        log_event(LOG_ERROR, "store.error", "op", op, "db", k->ps->display, "error", err,
+                  (const char *)NULL);
+        free(err);
+        return -EIO;
+    }
+    k->c = c;
+    /* The server may have closed an idle connection meanwhile: replace it in its slot. */
+    if (reused && !conn_healthy(k->c->pg) &&
+        pconn_reopen(k->ps, k->c, op, LOG_INFO, "pooled connection was closed by the server") < 0) {
+        store__pool_release(k->ps->pool, k->c, true);
+        k->c = NULL;
+        return -EIO;
+    }
+    return 0;
 }
 
 static void call_end(struct call *k)
@@ -584,7 +561,7 @@ static void call_end(struct call *k)
         PQclear(PQexec(c->pg, "ROLLBACK"));
         broken = PQtransactionStatus(c->pg) != PQTRANS_IDLE;
     }
-    pool_release(k->ps, c, broken);
+    store__pool_release(k->ps->pool, c, broken);
     k->c = NULL;
 }
 
@@ -599,21 +576,9 @@ static int call_fail_io(struct call *k, const char *error)
  * (the slot is then given up at call_end). */
 static int call_reconnect(struct call *k)
 {
-    struct pconn *c = k->c;
-    log_event(LOG_WARN, "store.reconnect", "op", k->op, "db", k->ps->display, "reason",
-              "connection lost before the statement ran; retrying once", (const char *)NULL);
-    PQfinish(c->pg);
-    c->prepared = 0;
-    char *err = NULL;
-    c->pg = connect_one(k->ps, &err);
     k->retried = true;
-    if (c->pg == NULL) {
-        log_event(LOG_ERROR, "store.error", "op", k->op, "db", k->ps->display, "error", err,
-                  (const char *)NULL);
-        free(err);
-        return -EIO;
-    }
-    return 0;
+    return pconn_reopen(k->ps, k->c, k->op, LOG_WARN,
+                        "connection lost before the statement ran; retrying once");
 }
 
 /* Maps a failed result to the store's codes. Sets *lost when the connection is gone. */
@@ -654,6 +619,24 @@ static int call_lost(struct call *k, const PGresult *r)
     return call_fail_io(k, msg);
 }
 
+/* Handles the failed result `r` of a statement (cleared here). A statement that cannot
+ * have taken effect (`retryable`) on a connection that was lost is sent again, once per
+ * call, on a fresh one: returns 1 when the caller should do so. Otherwise returns the
+ * negative errno the statement fails with. */
+static int call_failed(struct call *k, PGresult *r, bool retryable)
+{
+    bool lost = false;
+    int rc = result_error(k, r, &lost);
+    if (lost && retryable && !k->retried) {
+        PQclear(r);
+        return call_reconnect(k) < 0 ? -EIO : 1;
+    }
+    if (lost)
+        rc = call_lost(k, r);
+    PQclear(r);
+    return rc;
+}
+
 /* Runs statement `id` with `p` (may be NULL). Returns 0 with the result in k->res, or a
  * negative errno. */
 static int call_exec(struct call *k, enum pst id, const struct params *p)
@@ -663,30 +646,21 @@ static int call_exec(struct call *k, enum pst id, const struct params *p)
     PQclear(k->res);
     k->res = NULL;
     for (;;) {
-        bool lost = false;
         int rc;
         if (k->c->pg == NULL)
             return -EIO;
         if (!(k->c->prepared & ((uint64_t)1 << id))) {
             PGresult *r = PQprepare(k->c->pg, name, pst_defs[id].sql, 0, NULL);
-            if (r != NULL && PQresultStatus(r) == PGRES_COMMAND_OK) {
-                k->c->prepared |= (uint64_t)1 << id;
-                PQclear(r);
-            } else {
-                rc = result_error(k, r, &lost);
+            if (r == NULL || PQresultStatus(r) != PGRES_COMMAND_OK) {
                 /* Nothing ran yet: a fresh connection may simply try again, unless a
                  * transaction of this call died with the old one. */
-                if (lost && !k->in_tx && !k->retried) {
-                    PQclear(r);
-                    if (call_reconnect(k) < 0)
-                        return -EIO;
+                rc = call_failed(k, r, !k->in_tx);
+                if (rc > 0)
                     continue;
-                }
-                if (lost)
-                    rc = call_lost(k, r);
-                PQclear(r);
                 return rc;
             }
+            k->c->prepared |= (uint64_t)1 << id;
+            PQclear(r);
         }
         bool writes = pst_defs[id].writes;
         k->res = PQexecPrepared(k->c->pg, name, p != NULL ? p->n : 0, p != NULL ? p->v : NULL, NULL,
@@ -697,18 +671,11 @@ static int call_exec(struct call *k, enum pst id, const struct params *p)
                 k->sent_write = true;
             return 0;
         }
-        rc = result_error(k, k->res, &lost);
-        if (lost && !writes && !k->in_tx && !k->sent_write && !k->retried) {
-            PQclear(k->res);
-            k->res = NULL;
-            if (call_reconnect(k) < 0)
-                return -EIO;
-            continue;
-        }
-        if (lost)
-            rc = call_lost(k, k->res);
-        PQclear(k->res);
+        PGresult *r = k->res;
         k->res = NULL;
+        rc = call_failed(k, r, !writes && !k->in_tx && !k->sent_write);
+        if (rc > 0)
+            continue;
         return rc;
     }
 }
@@ -729,17 +696,9 @@ static int call_tx(struct call *k, const char *sql)
             k->in_tx = begin;
             return 0;
         }
-        bool lost = false;
-        int rc = result_error(k, r, &lost);
-        if (lost && begin && !k->sent_write && !k->retried) {
-            PQclear(r);
-            if (call_reconnect(k) < 0)
-                return -EIO;
+        int rc = call_failed(k, r, begin && !k->sent_write);
+        if (rc > 0)
             continue;
-        }
-        if (lost)
-            rc = call_lost(k, r);
-        PQclear(r);
         return rc;
     }
 }
@@ -814,10 +773,13 @@ static bool col_bool(struct row *w, int col)
     return false;
 }
 
-/* Each reader returns 0, or -EIO (logged) with `out` cleared when a value is malformed. */
+/* A row reader fills the struct `out` points to from row `i` of k->res. Returns 0, or -EIO
+ * (logged) with `out` cleared when a value is malformed. */
+typedef int (*read_row_cb)(struct call *k, int i, void *out);
 
-static int read_user(struct call *k, int i, struct store_user *u)
+static int read_user(struct call *k, int i, void *out)
 {
+    struct store_user *u = out;
     struct row w = row_at(k, i);
     u->id = col_i64(&w, 0);
     u->name = col_str(&w, 1);
@@ -831,8 +793,9 @@ static int read_user(struct call *k, int i, struct store_user *u)
     return call_fail_io(k, "malformed value in a users row");
 }
 
-static int read_session(struct call *k, int i, struct store_session *s)
+static int read_session(struct call *k, int i, void *out)
 {
+    struct store_session *s = out;
     struct row w = row_at(k, i);
     s->id_hash = col_str(&w, 0);
     s->user_id = col_i64(&w, 1);
@@ -853,8 +816,9 @@ static const char *scope_name(enum store_token_scope scope)
     return scope == STORE_SCOPE_ADMIN ? "admin" : "user";
 }
 
-static int read_token(struct call *k, int i, struct store_token *t)
+static int read_token(struct call *k, int i, void *out)
 {
+    struct store_token *t = out;
     struct row w = row_at(k, i);
     t->id = col_i64(&w, 0);
     t->hash = col_str(&w, 1);
@@ -873,8 +837,9 @@ static int read_token(struct call *k, int i, struct store_token *t)
     return call_fail_io(k, "malformed value in a tokens row");
 }
 
-static int read_server(struct call *k, int i, struct store_server *v)
+static int read_server(struct call *k, int i, void *out)
 {
+    struct store_server *v = out;
     struct row w = row_at(k, i);
     v->user_id = col_i64(&w, 0);
     v->user_name = col_str(&w, 1);
@@ -893,8 +858,9 @@ static int read_server(struct call *k, int i, struct store_server *v)
     return call_fail_io(k, "malformed value in a servers row");
 }
 
-static int read_replica(struct call *k, int i, struct store_replica *r)
+static int read_replica(struct call *k, int i, void *out)
 {
+    struct store_replica *r = out;
     struct row w = row_at(k, i);
     r->id = col_str(&w, 0);
     r->address = col_str(&w, 1);
@@ -906,8 +872,9 @@ static int read_replica(struct call *k, int i, struct store_replica *r)
     return call_fail_io(k, "malformed value in a replicas row");
 }
 
-static int read_event(struct call *k, int i, struct store_event *e)
+static int read_event(struct call *k, int i, void *out)
 {
+    struct store_event *e = out;
     struct row w = row_at(k, i);
     e->id = col_i64(&w, 0);
     e->ts_ms = col_i64(&w, 1);
@@ -920,6 +887,56 @@ static int read_event(struct call *k, int i, struct store_event *e)
     store_event_clear(e);
     return call_fail_io(k, "malformed value in an events row");
 }
+
+/* The one text column of a meta row, into the char * `out` points to. */
+static int read_text(struct call *k, int i, void *out)
+{
+    struct row w = row_at(k, i);
+    *(char **)out = col_str(&w, 0);
+    return 0;
+}
+
+/* What a list returns: an array of one of the result structs, and how to free it. */
+struct row_kind {
+    size_t size;
+    read_row_cb read;
+    void (*free)(void *rows, size_t n); /* store_*s_free() */
+};
+
+static void users_free(void *rows, size_t n)
+{
+    store_users_free(rows, n);
+}
+
+static void tokens_free(void *rows, size_t n)
+{
+    store_tokens_free(rows, n);
+}
+
+static void servers_free(void *rows, size_t n)
+{
+    store_servers_free(rows, n);
+}
+
+static void replicas_free(void *rows, size_t n)
+{
+    store_replicas_free(rows, n);
+}
+
+static void events_free(void *rows, size_t n)
+{
+    store_events_free(rows, n);
+}
+
+static const struct row_kind user_rows = {sizeof(struct store_user), read_user, users_free};
+static const struct row_kind token_rows = {sizeof(struct store_token), read_token, tokens_free};
+static const struct row_kind server_rows = {sizeof(struct store_server), read_server, servers_free};
+static const struct row_kind replica_rows = {sizeof(struct store_replica), read_replica,
+                                             replicas_free};
+static const struct row_kind event_rows = {sizeof(struct store_event), read_event, events_free};
+
+/* A result reader consumes all of k->res into `out`. Returns 0 or a negative errno. */
+typedef int (*read_result_cb)(struct call *k, void *out);
 
 /* Reads the single integer of a one-row result (COUNT(*), a RETURNING id). */
 static int read_i64(struct call *k, int64_t *out)
@@ -934,21 +951,77 @@ static int read_i64(struct call *k, int64_t *out)
     return 0;
 }
 
-static int read_count(struct call *k, size_t *out)
+/* A RETURNING id, into the int64_t `out` points to. */
+static int read_id(struct call *k, void *out)
+{
+    return read_i64(k, out);
+}
+
+/* A count, into the size_t `out` points to. */
+static int read_count(struct call *k, void *out)
 {
     int64_t v = 0;
     int rc = read_i64(k, &v);
     if (rc == 0)
-        *out = v > 0 ? (size_t)v : 0;
+        *(size_t *)out = v > 0 ? (size_t)v : 0;
     return rc;
 }
 
-/* Allocates an array for the `n` rows of k->res (NULL when none): zeroed, so that a
- * partially read array frees cleanly. */
-static void *rows_alloc(const struct call *k, size_t size)
+/* The schema version, into the int `out` points to. */
+static int read_version(struct call *k, void *out)
 {
+    int64_t v = 0;
+    int rc = read_i64(k, &v);
+    if (rc == 0)
+        *(int *)out = (int)v;
+    return rc;
+}
+
+/* For read_first(): the row reader and its target. */
+struct first_row {
+    read_row_cb read;
+    void *out;
+};
+
+/* The first row with `arg`'s reader; -ENOENT when there is none. */
+static int read_first(struct call *k, void *arg)
+{
+    const struct first_row *f = arg;
+    if (call_rows(k) == 0)
+        return -ENOENT;
+    return f->read(k, 0, f->out);
+}
+
+/* For read_all(): the kind of rows in, the array and its length out. */
+struct all_rows {
+    const struct row_kind *kind;
+    void *rows; /* NULL when there are none */
+    size_t n;
+};
+
+/* Every row, into a new array. On failure the rows read so far are freed (a reader that
+ * fails clears its own row), so nothing stays allocated. */
+static int read_all(struct call *k, void *arg)
+{
+    struct all_rows *a = arg;
     int n = call_rows(k);
-    return n > 0 ? xcalloc((size_t)n, size) : NULL;
+    char *rows = n > 0 ? xcalloc((size_t)n, a->kind->size) : NULL;
+    for (int i = 0; i < n; i++) {
+        int rc = a->kind->read(k, i, rows + (size_t)i * a->kind->size);
+        if (rc < 0) {
+            a->kind->free(rows, (size_t)i);
+            return rc;
+        }
+    }
+    a->rows = rows;
+    a->n = (size_t)n;
+    return 0;
+}
+
+/* The none_rc `arg` points to when the last statement changed no row, else 0. */
+static int read_changed(struct call *k, void *arg)
+{
+    return call_changes(k) > 0 ? 0 : *(const int *)arg;
 }
 
 /* ---- migrations -------------------------------------------------------------------- */
@@ -960,21 +1033,29 @@ static int64_t wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Runs `sql` (no parameters, possibly several statements). Returns 0, or -1 with *err set
- * to "<display>: <what>: <libpq message>". */
-static int mig_exec(const struct pgs *ps, PGconn *pg, const char *sql, const char *what, char **err)
+/* Checks the result `r` of a migration statement on `pg`. Returns 0, or -1 with `r`
+ * cleared and *err set to "<display>: <what>: <libpq message>". */
+static int mig_check(const struct pgs *ps, PGconn *pg, PGresult *r, const char *what, char **err)
 {
-    PGresult *r = PQexec(pg, sql);
     ExecStatusType st = r != NULL ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
-        PQclear(r);
+    if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK)
         return 0;
-    }
     char *msg = scrubbed(ps, r != NULL ? PQresultErrorMessage(r) : PQerrorMessage(pg));
     *err = xasprintf("%s: %s: %s", ps->display, what, msg);
     free(msg);
     PQclear(r);
     return -1;
+}
+
+/* Runs `sql` (no parameters, possibly several statements). Returns 0 or -1 with *err set
+ * (see mig_check). */
+static int mig_exec(const struct pgs *ps, PGconn *pg, const char *sql, const char *what, char **err)
+{
+    PGresult *r = PQexec(pg, sql);
+    if (mig_check(ps, pg, r, what, err) != 0)
+        return -1;
+    PQclear(r);
+    return 0;
 }
 
 /* Runs a statement with `n` text parameters, optionally returning the first column of its
@@ -983,14 +1064,8 @@ static int mig_param(const struct pgs *ps, PGconn *pg, const char *sql, int n,
                      const char *const *params, int64_t *value, const char *what, char **err)
 {
     PGresult *r = PQexecParams(pg, sql, n, NULL, params, NULL, NULL, 0);
-    ExecStatusType st = r != NULL ? PQresultStatus(r) : PGRES_FATAL_ERROR;
-    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-        char *msg = scrubbed(ps, r != NULL ? PQresultErrorMessage(r) : PQerrorMessage(pg));
-        *err = xasprintf("%s: %s: %s", ps->display, what, msg);
-        free(msg);
-        PQclear(r);
+    if (mig_check(ps, pg, r, what, err) != 0)
         return -1;
-    }
     if (value != NULL) {
         const char *t = PQntuples(r) == 1 ? PQgetvalue(r, 0, 0) : "";
         char *end = NULL;
@@ -1077,20 +1152,7 @@ static void pg_close(void *impl)
     struct pgs *ps = impl;
     if (ps == NULL)
         return;
-    pthread_mutex_lock(&ps->lock);
-    while (ps->idle != NULL) {
-        struct pconn *c = ps->idle;
-        ps->idle = c->next;
-        pconn_free(c);
-        ps->n_open--;
-    }
-    int leaked = ps->n_open;
-    pthread_mutex_unlock(&ps->lock);
-    if (leaked != 0)
-        log_event(LOG_ERROR, "store.error", "op", "close", "error",
-                  "store closed while calls were in flight", (const char *)NULL);
-    pthread_cond_destroy(&ps->cond);
-    pthread_mutex_destroy(&ps->lock);
+    store__pool_free(ps->pool);
     free_secret(ps->url);
     free_secret(ps->password);
     for (size_t i = 1; i < sizeof ps->secrets / sizeof ps->secrets[0]; i++)
@@ -1102,9 +1164,6 @@ static void pg_close(void *impl)
 static void *pg_open(const char *url, const char *password, unsigned pool_size, char **err)
 {
     struct pgs *ps = xcalloc(1, sizeof *ps);
-    ps->pool_max = pool_size > 0 ? (int)pool_size : POOL_DEFAULT;
-    pthread_mutex_init(&ps->lock, NULL);
-    pthread_cond_init(&ps->cond, NULL);
     ps->url = xstrdup(url);
     ps->password = password != NULL ? xstrdup(password) : NULL;
     ps->secrets[0] = ps->password; /* borrowed: freed as ps->password */
@@ -1122,8 +1181,8 @@ static void *pg_open(const char *url, const char *password, unsigned pool_size, 
     }
     struct pconn *c = xcalloc(1, sizeof *c);
     c->pg = pg;
-    ps->idle = c;
-    ps->n_open = 1;
+    ps->pool =
+        store__pool_new(pool_size > 0 ? pool_size : POOL_DEFAULT, pool_open, pconn_free, ps, c);
     return ps;
 
 fail:
@@ -1141,48 +1200,74 @@ int store__pg_conninfo(struct store *st, const char *const **keywords, const cha
     return 0;
 }
 
-static int pg_schema_version(void *impl, int *out)
-{
-    struct call k;
-    int rc = call_begin(&k, impl, "schema_version");
-    if (rc < 0)
-        return rc;
-    int64_t v = 0;
-    rc = call_exec(&k, P_SCHEMA_VERSION, NULL);
-    if (rc == 0)
-        rc = read_i64(&k, &v);
-    if (rc == 0)
-        *out = (int)v;
-    call_end(&k);
-    return rc;
-}
-
 /* ---- generic shapes ---------------------------------------------------------------- */
 
-/* Runs one write and returns -ENOENT when it changed no row. */
-static int write_one(void *impl, const char *op, enum pst id, const struct params *p)
+/* Runs statement `id` with `p` (may be NULL) in a call of its own and hands its result to
+ * `read` (may be NULL) with `out`. Returns 0 or a negative errno. */
+static int query(void *impl, const char *op, enum pst id, const struct params *p,
+                 read_result_cb read, void *out)
 {
     struct call k;
     int rc = call_begin(&k, impl, op);
     if (rc < 0)
         return rc;
     rc = call_exec(&k, id, p);
-    if (rc == 0 && call_changes(&k) == 0)
-        rc = -ENOENT;
+    if (rc == 0 && read != NULL)
+        rc = read(&k, out);
     call_end(&k);
     return rc;
 }
 
-/* Runs one statement that changes any number of rows; 0 is fine. */
-static int write_any(void *impl, const char *op, enum pst id, const struct params *p)
+/* Reads the first row of query `id` with `read`; -ENOENT when there is none. */
+static int get_row(void *impl, const char *op, enum pst id, const struct params *p,
+                   read_row_cb read, void *out)
 {
-    struct call k;
-    int rc = call_begin(&k, impl, op);
-    if (rc < 0)
-        return rc;
-    rc = call_exec(&k, id, p);
-    call_end(&k);
+    struct first_row f = {read, out};
+    return query(impl, op, id, p, read_first, &f);
+}
+
+/* The same inside call `k`, for a read that is one step of a larger call. */
+static int call_get_row(struct call *k, enum pst id, const struct params *p, read_row_cb read,
+                        void *out)
+{
+    struct first_row f = {read, out};
+    int rc = call_exec(k, id, p);
+    return rc == 0 ? read_first(k, &f) : rc;
+}
+
+/* Reads every row of query `id` as `kind`. Returns 0 with the array in *out (NULL when
+ * empty; caller frees with the kind's store_*s_free) and its length in *n_out, or a
+ * negative errno with neither touched. */
+static int list_rows(void *impl, const char *op, enum pst id, const struct params *p,
+                     const struct row_kind *kind, void **out, size_t *n_out)
+{
+    struct all_rows a = {kind, NULL, 0};
+    int rc = query(impl, op, id, p, read_all, &a);
+    if (rc == 0) {
+        *out = a.rows;
+        *n_out = a.n;
+    }
     return rc;
+}
+
+/* Runs one write; returns `none_rc` when it changed no row (0: that is fine). */
+static int write_stmt(void *impl, const char *op, enum pst id, const struct params *p, int none_rc)
+{
+    return query(impl, op, id, p, none_rc != 0 ? read_changed : NULL, &none_rc);
+}
+
+/* LIMIT NULL is no limit. */
+static void p_limit(struct params *p, size_t limit)
+{
+    if (limit == 0)
+        p_text(p, NULL);
+    else
+        p_size(p, limit);
+}
+
+static int pg_schema_version(void *impl, int *out)
+{
+    return query(impl, "schema_version", P_SCHEMA_VERSION, NULL, read_version, out);
 }
 
 /* ---- meta -------------------------------------------------------------------------- */
@@ -1191,19 +1276,7 @@ static int pg_meta_get(void *impl, const char *key, char **value_out)
 {
     struct params p = {0};
     p_text(&p, key);
-    struct call k;
-    int rc = call_begin(&k, impl, "meta_get");
-    if (rc < 0)
-        return rc;
-    rc = call_exec(&k, P_META_GET, &p);
-    if (rc == 0 && call_rows(&k) == 0)
-        rc = -ENOENT;
-    if (rc == 0) {
-        struct row w = row_at(&k, 0);
-        *value_out = col_str(&w, 0);
-    }
-    call_end(&k);
-    return rc;
+    return get_row(impl, "meta_get", P_META_GET, &p, read_text, value_out);
 }
 
 static int pg_meta_get_or_set(void *impl, const char *key, const char *value, char **value_out)
@@ -1221,13 +1294,9 @@ static int pg_meta_get_or_set(void *impl, const char *key, const char *value, ch
     rc = call_exec(&k, P_META_INSERT_IGNORE, &p);
     if (rc == 0) {
         p.n = 1;
-        rc = call_exec(&k, P_META_GET, &p);
-    }
-    if (rc == 0 && call_rows(&k) == 0)
-        rc = call_fail_io(&k, "meta row vanished after it was set");
-    if (rc == 0) {
-        struct row w = row_at(&k, 0);
-        *value_out = col_str(&w, 0);
+        rc = call_get_row(&k, P_META_GET, &p, read_text, value_out);
+        if (rc == -ENOENT)
+            rc = call_fail_io(&k, "meta row vanished after it was set");
     }
     call_end(&k);
     return rc;
@@ -1236,73 +1305,37 @@ static int pg_meta_get_or_set(void *impl, const char *key, const char *value, ch
 /* ---- users ------------------------------------------------------------------------- */
 
 static int pg_user_create(void *impl, const char *name, const char *password_hash, bool admin,
-                          int64_t now_ms, struct store_user *out)
+                          int64_t now_ms, int64_t *id_out)
 {
     struct params p = {0};
     p_text(&p, name);
     p_text(&p, password_hash);
     p_bool(&p, admin);
     p_i64(&p, now_ms);
-    struct call k;
-    int rc = call_begin(&k, impl, "user_create");
-    if (rc < 0)
-        return rc;
-    int64_t id = 0;
-    rc = call_exec(&k, P_USER_INSERT, &p);
-    if (rc == 0)
-        rc = read_i64(&k, &id);
-    if (rc == 0 && out != NULL) {
-        out->id = id;
-        out->name = xstrdup(name);
-        out->password_hash = password_hash != NULL ? xstrdup(password_hash) : NULL;
-        out->admin = admin;
-        out->created_ms = now_ms;
-        out->last_activity_ms = 0;
-    }
-    call_end(&k);
-    return rc;
-}
-
-static int user_get_one(void *impl, const char *op, enum pst id, const struct params *p,
-                        struct store_user *out)
-{
-    struct call k;
-    int rc = call_begin(&k, impl, op);
-    if (rc < 0)
-        return rc;
-    rc = call_exec(&k, id, p);
-    if (rc == 0 && call_rows(&k) == 0)
-        rc = -ENOENT;
-    if (rc == 0)
-        rc = read_user(&k, 0, out);
-    call_end(&k);
-    return rc;
+    return query(impl, "user_create", P_USER_INSERT, &p, read_id, id_out);
 }
 
 static int pg_user_get(void *impl, const char *name, struct store_user *out)
 {
     struct params p = {0};
     p_text(&p, name);
-    return user_get_one(impl, "user_get", P_USER_GET, &p, out);
+    return get_row(impl, "user_get", P_USER_GET, &p, read_user, out);
 }
 
 static int pg_user_get_by_id(void *impl, int64_t id, struct store_user *out)
 {
     struct params p = {0};
     p_i64(&p, id);
-    return user_get_one(impl, "user_get_by_id", P_USER_GET_BY_ID, &p, out);
+    return get_row(impl, "user_get_by_id", P_USER_GET_BY_ID, &p, read_user, out);
 }
 
 static int pg_user_list(void *impl, size_t offset, size_t limit, struct store_user **out,
                         size_t *n_out, size_t *total_out)
 {
-    struct store_user *users = NULL;
-    size_t n = 0, total = 0;
+    struct all_rows a = {&user_rows, NULL, 0};
+    size_t total = 0;
     struct params p = {0};
-    if (limit == 0)
-        p_text(&p, NULL);
-    else
-        p_size(&p, limit);
+    p_limit(&p, limit);
     p_size(&p, offset);
     struct call k;
     int rc = call_begin(&k, impl, "user_list");
@@ -1316,22 +1349,17 @@ static int pg_user_list(void *impl, size_t offset, size_t limit, struct store_us
         rc = read_count(&k, &total);
     if (rc == 0)
         rc = call_exec(&k, P_USER_LIST, &p);
-    if (rc == 0) {
-        users = rows_alloc(&k, sizeof *users);
-        for (int i = 0; rc == 0 && i < call_rows(&k); i++) {
-            rc = read_user(&k, i, &users[i]);
-            n += rc == 0;
-        }
-    }
+    if (rc == 0)
+        rc = read_all(&k, &a);
     if (rc == 0)
         rc = call_tx(&k, "COMMIT");
     call_end(&k);
     if (rc < 0) {
-        store_users_free(users, n);
+        store_users_free(a.rows, a.n);
         return rc;
     }
-    *out = users;
-    *n_out = n;
+    *out = a.rows;
+    *n_out = a.n;
     if (total_out != NULL)
         *total_out = total;
     return 0;
@@ -1339,15 +1367,7 @@ static int pg_user_list(void *impl, size_t offset, size_t limit, struct store_us
 
 static int pg_user_count(void *impl, size_t *out)
 {
-    struct call k;
-    int rc = call_begin(&k, impl, "user_count");
-    if (rc < 0)
-        return rc;
-    rc = call_exec(&k, P_USER_COUNT, NULL);
-    if (rc == 0)
-        rc = read_count(&k, out);
-    call_end(&k);
-    return rc;
+    return query(impl, "user_count", P_USER_COUNT, NULL, read_count, out);
 }
 
 static int pg_user_set_admin(void *impl, const char *name, bool admin)
@@ -1355,7 +1375,7 @@ static int pg_user_set_admin(void *impl, const char *name, bool admin)
     struct params p = {0};
     p_text(&p, name);
     p_bool(&p, admin);
-    return write_one(impl, "user_set_admin", P_USER_SET_ADMIN, &p);
+    return write_stmt(impl, "user_set_admin", P_USER_SET_ADMIN, &p, -ENOENT);
 }
 
 static int pg_user_set_password(void *impl, const char *name, const char *password_hash,
@@ -1409,7 +1429,7 @@ static int pg_user_touch(void *impl, int64_t user_id, int64_t activity_ms)
     struct params p = {0};
     p_i64(&p, user_id);
     p_i64(&p, activity_ms);
-    return write_one(impl, "user_touch", P_USER_TOUCH, &p);
+    return write_stmt(impl, "user_touch", P_USER_TOUCH, &p, -ENOENT);
 }
 
 static int pg_user_delete(void *impl, const char *name)
@@ -1417,7 +1437,7 @@ static int pg_user_delete(void *impl, const char *name)
     /* Sessions, tokens and the server row go with it: ON DELETE CASCADE. */
     struct params p = {0};
     p_text(&p, name);
-    return write_one(impl, "user_delete", P_USER_DELETE, &p);
+    return write_stmt(impl, "user_delete", P_USER_DELETE, &p, -ENOENT);
 }
 
 /* ---- sessions ---------------------------------------------------------------------- */
@@ -1431,7 +1451,7 @@ static int pg_session_create(void *impl, const char *id_hash, int64_t user_id, i
     p_i64(&p, now_ms);
     p_i64(&p, expires_ms);
     p_text(&p, client_addr);
-    return write_any(impl, "session_create", P_SESSION_INSERT, &p);
+    return write_stmt(impl, "session_create", P_SESSION_INSERT, &p, 0);
 }
 
 static int pg_session_get(void *impl, const char *id_hash, int64_t now_ms,
@@ -1440,17 +1460,7 @@ static int pg_session_get(void *impl, const char *id_hash, int64_t now_ms,
     struct params p = {0};
     p_text(&p, id_hash);
     p_i64(&p, now_ms);
-    struct call k;
-    int rc = call_begin(&k, impl, "session_get");
-    if (rc < 0)
-        return rc;
-    rc = call_exec(&k, P_SESSION_GET, &p);
-    if (rc == 0 && call_rows(&k) == 0)
-        rc = -ENOENT;
-    if (rc == 0)
-        rc = read_session(&k, 0, out);
-    call_end(&k);
-    return rc;
+    return get_row(impl, "session_get", P_SESSION_GET, &p, read_session, out);
 }
 
 static int pg_session_touch(void *impl, const char *id_hash, int64_t now_ms)
@@ -1458,14 +1468,14 @@ static int pg_session_touch(void *impl, const char *id_hash, int64_t now_ms)
     struct params p = {0};
     p_text(&p, id_hash);
     p_i64(&p, now_ms);
-    return write_one(impl, "session_touch", P_SESSION_TOUCH, &p);
+    return write_stmt(impl, "session_touch", P_SESSION_TOUCH, &p, -ENOENT);
 }
 
 static int pg_session_delete(void *impl, const char *id_hash)
 {
     struct params p = {0};
     p_text(&p, id_hash);
-    return write_one(impl, "session_delete", P_SESSION_DELETE, &p);
+    return write_stmt(impl, "session_delete", P_SESSION_DELETE, &p, -ENOENT);
 }
 
 static int pg_session_delete_user(void *impl, int64_t user_id)
@@ -1473,22 +1483,14 @@ static int pg_session_delete_user(void *impl, int64_t user_id)
     /* None to delete is fine: "log out everywhere" is idempotent. */
     struct params p = {0};
     p_i64(&p, user_id);
-    return write_any(impl, "session_delete_user", P_SESSION_DELETE_USER, &p);
+    return write_stmt(impl, "session_delete_user", P_SESSION_DELETE_USER, &p, 0);
 }
 
 static int pg_session_count(void *impl, int64_t now_ms, size_t *out)
 {
     struct params p = {0};
     p_i64(&p, now_ms);
-    struct call k;
-    int rc = call_begin(&k, impl, "session_count");
-    if (rc < 0)
-        return rc;
-    rc = call_exec(&k, P_SESSION_COUNT, &p);
-    if (rc == 0)
-        rc = read_count(&k, out);
-    call_end(&k);
-    return rc;
+    return query(impl, "session_count", P_SESSION_COUNT, &p, read_count, out);
 }
 
 static int pg_expire(void *impl, int64_t now_ms, size_t *removed_out)
@@ -1546,12 +1548,10 @@ static int pg_token_create(void *impl, const char *hash, const char *prefix, int
     if (rc == 0 && out != NULL) {
         struct params q = {0};
         p_i64(&q, id);
-        rc = call_exec(&k, P_TOKEN_GET_BY_ID, &q);
-        if (rc == 0 && call_rows(&k) == 0)
-            rc = call_fail_io(&k, "new token row not found");
         struct store_token t = {0};
-        if (rc == 0)
-            rc = read_token(&k, 0, &t);
+        rc = call_get_row(&k, P_TOKEN_GET_BY_ID, &q, read_token, &t);
+        if (rc == -ENOENT)
+            rc = call_fail_io(&k, "new token row not found");
         if (rc == 0)
             rc = call_tx(&k, "COMMIT");
         if (rc == 0)
@@ -1568,45 +1568,17 @@ static int pg_token_get(void *impl, const char *hash, int64_t now_ms, struct sto
     struct params p = {0};
     p_text(&p, hash);
     p_i64(&p, now_ms);
-    struct call k;
-    int rc = call_begin(&k, impl, "token_get");
-    if (rc < 0)
-        return rc;
-    rc = call_exec(&k, P_TOKEN_GET, &p);
-    if (rc == 0 && call_rows(&k) == 0)
-        rc = -ENOENT;
-    if (rc == 0)
-        rc = read_token(&k, 0, out);
-    call_end(&k);
-    return rc;
+    return get_row(impl, "token_get", P_TOKEN_GET, &p, read_token, out);
 }
 
 static int pg_token_list(void *impl, int64_t user_id, struct store_token **out, size_t *n_out)
 {
-    struct store_token *tokens = NULL;
-    size_t n = 0;
     struct params p = {0};
     p_i64(&p, user_id);
-    struct call k;
-    int rc = call_begin(&k, impl, "token_list");
-    if (rc < 0)
-        return rc;
-    rc = call_exec(&k, P_TOKEN_LIST, &p);
-    if (rc == 0) {
-        tokens = rows_alloc(&k, sizeof *tokens);
-        for (int i = 0; rc == 0 && i < call_rows(&k); i++) {
-            rc = read_token(&k, i, &tokens[i]);
-            n += rc == 0;
-        }
-    }
-    call_end(&k);
-    if (rc < 0) {
-        store_tokens_free(tokens, n);
-        return rc;
-    }
-    *out = tokens;
-    *n_out = n;
-    return 0;
+    void *rows = NULL;
+    int rc = list_rows(impl, "token_list", P_TOKEN_LIST, &p, &token_rows, &rows, n_out);
+    *out = rows;
+    return rc;
 }
 
 static int pg_token_delete(void *impl, int64_t user_id, int64_t token_id)
@@ -1614,7 +1586,7 @@ static int pg_token_delete(void *impl, int64_t user_id, int64_t token_id)
     struct params p = {0};
     p_i64(&p, user_id);
     p_i64(&p, token_id);
-    return write_one(impl, "token_delete", P_TOKEN_DELETE, &p);
+    return write_stmt(impl, "token_delete", P_TOKEN_DELETE, &p, -ENOENT);
 }
 
 static int pg_token_touch(void *impl, int64_t token_id, int64_t now_ms)
@@ -1622,10 +1594,26 @@ static int pg_token_touch(void *impl, int64_t token_id, int64_t now_ms)
     struct params p = {0};
     p_i64(&p, token_id);
     p_i64(&p, now_ms);
-    return write_one(impl, "token_touch", P_TOKEN_TOUCH, &p);
+    return write_stmt(impl, "token_touch", P_TOKEN_TOUCH, &p, -ENOENT);
 }
 
 /* ---- servers ----------------------------------------------------------------------- */
+
+/* The parameters of a server row write: user_id, the state when `with_state` (a claim
+ * always writes 'starting'), url, spawner_state, message, the three times and owner. */
+static void p_server(struct params *p, const struct store_server *v, bool with_state)
+{
+    p_i64(p, v->user_id);
+    if (with_state)
+        p_text(p, v->state);
+    p_text(p, v->url);
+    p_text(p, v->spawner_state);
+    p_text(p, v->message);
+    p_i64(p, v->started_ms);
+    p_i64(p, v->last_activity_ms);
+    p_i64(p, v->updated_ms);
+    p_text(p, v->owner);
+}
 
 /* Reads the joined row of `user_id` into `out` inside call `k`. Returns 0, -ENOENT or
  * another negative errno. */
@@ -1633,94 +1621,45 @@ static int read_server_row(struct call *k, int64_t user_id, struct store_server 
 {
     struct params p = {0};
     p_i64(&p, user_id);
-    int rc = call_exec(k, P_SERVER_GET, &p);
-    if (rc == 0 && call_rows(k) == 0)
-        rc = -ENOENT;
-    if (rc == 0)
-        rc = read_server(k, 0, out);
-    return rc;
+    return call_get_row(k, P_SERVER_GET, &p, read_server, out);
 }
 
 static int pg_server_get(void *impl, int64_t user_id, struct store_server *out)
 {
-    struct call k;
-    int rc = call_begin(&k, impl, "server_get");
-    if (rc < 0)
-        return rc;
-    rc = read_server_row(&k, user_id, out);
-    call_end(&k);
-    return rc;
+    struct params p = {0};
+    p_i64(&p, user_id);
+    return get_row(impl, "server_get", P_SERVER_GET, &p, read_server, out);
 }
 
 static int pg_server_put(void *impl, const struct store_server *v)
 {
     struct params p = {0};
-    p_i64(&p, v->user_id);
-    p_text(&p, v->state);
-    p_text(&p, v->url);
-    p_text(&p, v->spawner_state);
-    p_text(&p, v->message);
-    p_i64(&p, v->started_ms);
-    p_i64(&p, v->last_activity_ms);
-    p_i64(&p, v->updated_ms);
-    p_text(&p, v->owner);
-    struct call k;
-    int rc = call_begin(&k, impl, "server_put");
-    if (rc < 0)
-        return rc;
-    rc = call_exec(&k, P_SERVER_PUT, &p);
-    if (rc == 0 && call_changes(&k) == 0)
-        rc = -ESTALE; /* the fence held: another replica owns the row */
-    call_end(&k);
-    return rc;
+    p_server(&p, v, true);
+    /* No row changed: the fence held, another replica owns the row. */
+    return write_stmt(impl, "server_put", P_SERVER_PUT, &p, -ESTALE);
 }
 
 static int pg_server_list_active(void *impl, struct store_server **out, size_t *n_out)
 {
-    struct store_server *servers = NULL;
-    size_t n = 0;
-    struct call k;
-    int rc = call_begin(&k, impl, "server_list_active");
-    if (rc < 0)
-        return rc;
-    rc = call_exec(&k, P_SERVER_LIST_ACTIVE, NULL);
-    if (rc == 0) {
-        servers = rows_alloc(&k, sizeof *servers);
-        for (int i = 0; rc == 0 && i < call_rows(&k); i++) {
-            rc = read_server(&k, i, &servers[i]);
-            n += rc == 0;
-        }
-    }
-    call_end(&k);
-    if (rc < 0) {
-        store_servers_free(servers, n);
-        return rc;
-    }
-    *out = servers;
-    *n_out = n;
-    return 0;
+    void *rows = NULL;
+    int rc = list_rows(impl, "server_list_active", P_SERVER_LIST_ACTIVE, NULL, &server_rows, &rows,
+                       n_out);
+    *out = rows;
+    return rc;
 }
 
 static int pg_server_delete(void *impl, int64_t user_id)
 {
     struct params p = {0};
     p_i64(&p, user_id);
-    return write_one(impl, "server_delete", P_SERVER_DELETE, &p);
+    return write_stmt(impl, "server_delete", P_SERVER_DELETE, &p, -ENOENT);
 }
 
 static int pg_server_claim(void *impl, const struct store_server *v,
                            struct store_server *current_out)
 {
-    struct store_server cur = {0};
     struct params p = {0};
-    p_i64(&p, v->user_id);
-    p_text(&p, v->url);
-    p_text(&p, v->spawner_state);
-    p_text(&p, v->message);
-    p_i64(&p, v->started_ms);
-    p_i64(&p, v->last_activity_ms);
-    p_i64(&p, v->updated_ms);
-    p_text(&p, v->owner);
+    p_server(&p, v, false);
     struct call k;
     int rc = call_begin(&k, impl, "server_claim");
     if (rc < 0)
@@ -1732,7 +1671,7 @@ static int pg_server_claim(void *impl, const struct store_server *v,
         rc = call_exec(&k, P_SERVER_CLAIM, &p);
     bool claimed = rc == 0 && call_changes(&k) > 0;
     if (rc == 0 && current_out != NULL) {
-        rc = read_server_row(&k, v->user_id, &cur);
+        rc = read_server_row(&k, v->user_id, current_out);
         if (rc == -ENOENT)
             rc = call_fail_io(&k, "claimed server row not found");
     }
@@ -1741,17 +1680,14 @@ static int pg_server_claim(void *impl, const struct store_server *v,
     if (rc == 0 && !claimed)
         rc = -EBUSY;
     call_end(&k);
-    if ((rc == 0 || rc == -EBUSY) && current_out != NULL)
-        *current_out = cur;
-    else
-        store_server_clear(&cur);
+    if (rc != 0 && rc != -EBUSY)
+        store_server_clear(current_out); /* may be NULL */
     return rc;
 }
 
 static int pg_server_adopt(void *impl, int64_t user_id, const char *from_owner,
                            const char *to_owner, struct store_server *out)
 {
-    struct store_server cur = {0};
     struct params p = {0};
     p_i64(&p, user_id);
     p_text(&p, from_owner);
@@ -1771,14 +1707,12 @@ static int pg_server_adopt(void *impl, int64_t user_id, const char *from_owner,
             rc = call_rows(&k) > 0 ? -ESTALE : -ENOENT;
     }
     if (rc == 0 && out != NULL)
-        rc = read_server_row(&k, user_id, &cur);
+        rc = read_server_row(&k, user_id, out);
     if (rc == 0)
         rc = call_tx(&k, "COMMIT");
     call_end(&k);
-    if (rc == 0 && out != NULL)
-        *out = cur;
-    else
-        store_server_clear(&cur);
+    if (rc != 0)
+        store_server_clear(out); /* may be NULL */
     return rc;
 }
 
@@ -1786,7 +1720,7 @@ static int pg_server_request_stop(void *impl, int64_t user_id)
 {
     struct params p = {0};
     p_i64(&p, user_id);
-    return write_one(impl, "server_request_stop", P_SERVER_REQUEST_STOP, &p);
+    return write_stmt(impl, "server_request_stop", P_SERVER_REQUEST_STOP, &p, -ENOENT);
 }
 
 /* ---- replicas ---------------------------------------------------------------------- */
@@ -1799,40 +1733,22 @@ static int pg_replica_beat(void *impl, const char *id, const char *address, int6
     p_text(&p, address);
     p_i64(&p, started_ms);
     p_i64(&p, now_ms);
-    return write_any(impl, "replica_beat", P_REPLICA_BEAT, &p);
+    return write_stmt(impl, "replica_beat", P_REPLICA_BEAT, &p, 0);
 }
 
 static int pg_replica_list(void *impl, struct store_replica **out, size_t *n_out)
 {
-    struct store_replica *replicas = NULL;
-    size_t n = 0;
-    struct call k;
-    int rc = call_begin(&k, impl, "replica_list");
-    if (rc < 0)
-        return rc;
-    rc = call_exec(&k, P_REPLICA_LIST, NULL);
-    if (rc == 0) {
-        replicas = rows_alloc(&k, sizeof *replicas);
-        for (int i = 0; rc == 0 && i < call_rows(&k); i++) {
-            rc = read_replica(&k, i, &replicas[i]);
-            n += rc == 0;
-        }
-    }
-    call_end(&k);
-    if (rc < 0) {
-        store_replicas_free(replicas, n);
-        return rc;
-    }
-    *out = replicas;
-    *n_out = n;
-    return 0;
+    void *rows = NULL;
+    int rc = list_rows(impl, "replica_list", P_REPLICA_LIST, NULL, &replica_rows, &rows, n_out);
+    *out = rows;
+    return rc;
 }
 
 static int pg_replica_delete(void *impl, const char *id)
 {
     struct params p = {0};
     p_text(&p, id);
-    return write_one(impl, "replica_delete", P_REPLICA_DELETE, &p);
+    return write_stmt(impl, "replica_delete", P_REPLICA_DELETE, &p, -ENOENT);
 }
 
 /* ---- events ------------------------------------------------------------------------ */
@@ -1846,38 +1762,17 @@ static int pg_event_add(void *impl, int64_t now_ms, const char *kind, const char
     p_text(&p, user);
     p_text(&p, actor);
     p_text(&p, detail);
-    return write_any(impl, "event_add", P_EVENT_INSERT, &p);
+    return write_stmt(impl, "event_add", P_EVENT_INSERT, &p, 0);
 }
 
 static int pg_event_list(void *impl, size_t limit, struct store_event **out, size_t *n_out)
 {
-    struct store_event *events = NULL;
-    size_t n = 0;
     struct params p = {0};
-    if (limit == 0)
-        p_text(&p, NULL);
-    else
-        p_size(&p, limit);
-    struct call k;
-    int rc = call_begin(&k, impl, "event_list");
-    if (rc < 0)
-        return rc;
-    rc = call_exec(&k, P_EVENT_LIST, &p);
-    if (rc == 0) {
-        events = rows_alloc(&k, sizeof *events);
-        for (int i = 0; rc == 0 && i < call_rows(&k); i++) {
-            rc = read_event(&k, i, &events[i]);
-            n += rc == 0;
-        }
-    }
-    call_end(&k);
-    if (rc < 0) {
-        store_events_free(events, n);
-        return rc;
-    }
-    *out = events;
-    *n_out = n;
-    return 0;
+    p_limit(&p, limit);
+    void *rows = NULL;
+    int rc = list_rows(impl, "event_list", P_EVENT_LIST, &p, &event_rows, &rows, n_out);
+    *out = rows;
+    return rc;
 }
 
 const struct store_backend store__pg_backend = {

@@ -2,9 +2,9 @@
  *
  * Threading: the store is called from several threads at once (libuv's thread pool). A
  * sqlite3 connection opened with SQLITE_OPEN_NOMUTEX may be used by any thread but by
- * only one at a time, so each call borrows a connection from a small mutex-protected
- * pool for its whole duration and gives it back at the end. The pool opens connections
- * on demand up to POOL_MAX; beyond that callers wait on a condition variable. Writers
+ * only one at a time, so each call borrows a connection from the store's pool (pool.c)
+ * for its whole duration and gives it back at the end. The pool opens connections on
+ * demand up to POOL_MAX; beyond that callers wait for one to come back. Writers
  * from different connections (and processes) are serialised by SQLite's own lock, with
  * busy_timeout waiting for it; WAL lets readers proceed meanwhile.
  *
@@ -16,10 +16,10 @@
 #include "core/log.h"
 #include "store/backend.h"
 #include "store/migrations.h"
+#include "store/pool.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <sqlite3.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -85,17 +85,6 @@ enum stmt_id {
 
 _Static_assert(ST__COUNT <= 64, "the per-call bitmask of used statements holds 64");
 
-#define USER_COLS "id, name, password_hash, admin, created_ms, last_activity_ms FROM users"
-#define SESSION_COLS                                                                               \
-    "s.id_hash, s.user_id, u.name, u.admin, s.created_ms, s.expires_ms, s.last_seen_ms, "          \
-    "s.client_addr FROM sessions s JOIN users u ON u.id = s.user_id"
-#define TOKEN_COLS                                                                                 \
-    "t.id, t.hash, t.prefix, t.user_id, u.name, u.admin, t.scope, t.note, t.created_ms, "          \
-    "t.expires_ms, t.last_used_ms FROM tokens t JOIN users u ON u.id = t.user_id"
-#define SERVER_COLS                                                                                \
-    "v.user_id, u.name, v.state, v.url, v.spawner_state, v.message, v.started_ms, "                \
-    "v.last_activity_ms, v.updated_ms, v.owner, v.stop_requested "                                 \
-    "FROM servers v JOIN users u ON u.id = v.user_id"
 /* A row is alive while expires_ms is 0 (never) or not yet in the past. */
 #define ALIVE(t) "(" t ".expires_ms = 0 OR " t ".expires_ms >= ?2)"
 
@@ -109,9 +98,9 @@ static const char *const stmt_sql[ST__COUNT] = {
         "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO NOTHING",
     [ST_USER_INSERT] = "INSERT INTO users (name, password_hash, admin, created_ms, "
                        "last_activity_ms) VALUES (?1, ?2, ?3, ?4, 0)",
-    [ST_USER_GET] = "SELECT " USER_COLS " WHERE name = ?1",
-    [ST_USER_GET_BY_ID] = "SELECT " USER_COLS " WHERE id = ?1",
-    [ST_USER_LIST] = "SELECT " USER_COLS " ORDER BY name LIMIT ?1 OFFSET ?2",
+    [ST_USER_GET] = "SELECT " STORE__USER_COLS " WHERE name = ?1",
+    [ST_USER_GET_BY_ID] = "SELECT " STORE__USER_COLS " WHERE id = ?1",
+    [ST_USER_LIST] = "SELECT " STORE__USER_COLS " ORDER BY name LIMIT ?1 OFFSET ?2",
     [ST_USER_COUNT] = "SELECT COUNT(*) FROM users",
     [ST_USER_EXISTS] = "SELECT 1 FROM users WHERE name = ?1",
     [ST_USER_SET_ADMIN] = "UPDATE users SET admin = ?2 WHERE name = ?1",
@@ -123,7 +112,7 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_USER_DELETE] = "DELETE FROM users WHERE name = ?1",
     [ST_SESSION_INSERT] = "INSERT INTO sessions (id_hash, user_id, created_ms, expires_ms, "
                           "last_seen_ms, client_addr) VALUES (?1, ?2, ?3, ?4, ?3, ?5)",
-    [ST_SESSION_GET] = "SELECT " SESSION_COLS " WHERE s.id_hash = ?1 AND " ALIVE("s"),
+    [ST_SESSION_GET] = "SELECT " STORE__SESSION_COLS " WHERE s.id_hash = ?1 AND " ALIVE("s"),
     [ST_SESSION_TOUCH] =
         "UPDATE sessions SET last_seen_ms = MAX(last_seen_ms, ?2) WHERE id_hash = ?1",
     [ST_SESSION_DELETE] = "DELETE FROM sessions WHERE id_hash = ?1",
@@ -137,12 +126,12 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_TOKEN_EXPIRE] = "DELETE FROM tokens WHERE expires_ms > 0 AND expires_ms < ?1",
     [ST_TOKEN_INSERT] = "INSERT INTO tokens (hash, prefix, user_id, scope, note, created_ms, "
                         "expires_ms, last_used_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 0)",
-    [ST_TOKEN_GET] = "SELECT " TOKEN_COLS " WHERE t.hash = ?1 AND " ALIVE("t"),
-    [ST_TOKEN_GET_BY_ID] = "SELECT " TOKEN_COLS " WHERE t.id = ?1",
-    [ST_TOKEN_LIST] = "SELECT " TOKEN_COLS " WHERE t.user_id = ?1 ORDER BY t.id",
+    [ST_TOKEN_GET] = "SELECT " STORE__TOKEN_COLS " WHERE t.hash = ?1 AND " ALIVE("t"),
+    [ST_TOKEN_GET_BY_ID] = "SELECT " STORE__TOKEN_COLS " WHERE t.id = ?1",
+    [ST_TOKEN_LIST] = "SELECT " STORE__TOKEN_COLS " WHERE t.user_id = ?1 ORDER BY t.id",
     [ST_TOKEN_DELETE] = "DELETE FROM tokens WHERE user_id = ?1 AND id = ?2",
     [ST_TOKEN_TOUCH] = "UPDATE tokens SET last_used_ms = MAX(last_used_ms, ?2) WHERE id = ?1",
-    [ST_SERVER_GET] = "SELECT " SERVER_COLS " WHERE v.user_id = ?1",
+    [ST_SERVER_GET] = "SELECT " STORE__SERVER_COLS " WHERE v.user_id = ?1",
     /* The fence: with an owner, the update happens only while the row is ownerless or
      * already ours; the caller learns of a lost fence from changes() == 0. */
     [ST_SERVER_PUT] =
@@ -175,7 +164,8 @@ static const char *const stmt_sql[ST__COUNT] = {
         "heartbeat_ms = MAX(replicas.heartbeat_ms, excluded.heartbeat_ms)",
     [ST_REPLICA_LIST] = "SELECT id, address, started_ms, heartbeat_ms FROM replicas ORDER BY id",
     [ST_REPLICA_DELETE] = "DELETE FROM replicas WHERE id = ?1",
-    [ST_SERVER_LIST_ACTIVE] = "SELECT " SERVER_COLS " WHERE v.state != 'stopped' ORDER BY u.name",
+    [ST_SERVER_LIST_ACTIVE] =
+        "SELECT " STORE__SERVER_COLS " WHERE v.state != 'stopped' ORDER BY u.name",
     [ST_SERVER_DELETE] = "DELETE FROM servers WHERE user_id = ?1",
     [ST_EVENT_INSERT] = "INSERT INTO events (ts_ms, kind, \"user\", actor, detail) "
                         "VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -188,19 +178,17 @@ static const char *const stmt_sql[ST__COUNT] = {
 struct conn {
     sqlite3 *db;
     sqlite3_stmt *stmts[ST__COUNT]; /* prepared on first use */
-    struct conn *next;              /* in the idle list */
 };
 
 struct sq {
     char *path;
-    pthread_mutex_t lock;
-    pthread_cond_t cond; /* signalled when a connection is returned or a slot frees up */
-    struct conn *idle;   /* most recently used first: its statements are warm */
-    int n_open;          /* idle + borrowed + being opened */
+    struct store__pool *pool; /* of struct conn */
 };
 
-static void conn_close(struct conn *c)
+/* Closes a connection: the pool's close callback. */
+static void conn_close(void *conn)
 {
+    struct conn *c = conn;
     if (c == NULL)
         return;
     for (int i = 0; i < ST__COUNT; i++)
@@ -284,53 +272,11 @@ fail:
     return NULL;
 }
 
-/* Borrows a connection for one call. Returns 0 or -EIO (logged). */
-static int pool_acquire(struct sq *sq, const char *op, struct conn **out)
+/* Opens a connection for the pool: `ctx` is the struct sq. */
+static void *pool_open(void *ctx, char **err)
 {
-    pthread_mutex_lock(&sq->lock);
-    while (sq->idle == NULL && sq->n_open >= POOL_MAX)
-        pthread_cond_wait(&sq->cond, &sq->lock);
-    struct conn *c = sq->idle;
-    if (c != NULL) {
-        sq->idle = c->next;
-        c->next = NULL;
-        pthread_mutex_unlock(&sq->lock);
-        *out = c;
-        return 0;
-    }
-    /* Reserve the slot, then open outside the lock: opening touches the disk. */
-    sq->n_open++;
-    pthread_mutex_unlock(&sq->lock);
-
-    char *err = NULL;
-    c = conn_open(sq->path, &err);
-    if (c == NULL) {
-        log_event(LOG_ERROR, "store.error", "op", op, "error", err, (const char *)NULL);
-        free(err);
-        pthread_mutex_lock(&sq->lock);
-        sq->n_open--;
-        pthread_cond_signal(&sq->cond);
-        pthread_mutex_unlock(&sq->lock);
-        return -EIO;
-    }
-    *out = c;
-    return 0;
-}
-
-/* Returns a borrowed connection; a broken one (stuck in a transaction) is closed. */
-static void pool_release(struct sq *sq, struct conn *c, bool broken)
-{
-    if (broken)
-        conn_close(c);
-    pthread_mutex_lock(&sq->lock);
-    if (broken) {
-        sq->n_open--;
-    } else {
-        c->next = sq->idle;
-        sq->idle = c;
-    }
-    pthread_cond_signal(&sq->cond);
-    pthread_mutex_unlock(&sq->lock);
+    const struct sq *sq = ctx;
+    return conn_open(sq->path, err);
 }
 
 /* ---- one call ---------------------------------------------------------------------- */
@@ -345,12 +291,21 @@ struct call {
     int bind_rc;
 };
 
+/* Borrows a connection for the call. Returns 0 or -EIO (logged). */
 static int call_begin(struct call *k, void *impl, const char *op)
 {
     memset(k, 0, sizeof *k);
     k->sq = impl;
     k->op = op;
-    return pool_acquire(k->sq, op, &k->c);
+    void *c = NULL;
+    char *err = NULL;
+    if (store__pool_acquire(k->sq->pool, &c, NULL, &err) < 0) {
+        log_event(LOG_ERROR, "store.error", "op", op, "error", err, (const char *)NULL);
+        free(err);
+        return -EIO;
+    }
+    k->c = c;
+    return 0;
 }
 
 static void call_end(struct call *k)
@@ -366,7 +321,7 @@ static void call_end(struct call *k)
         sqlite3_exec(c->db, "ROLLBACK", NULL, NULL, NULL);
         broken = !sqlite3_get_autocommit(c->db);
     }
-    pool_release(k->sq, c, broken);
+    store__pool_release(k->sq->pool, c, broken);
     k->c = NULL;
 }
 
@@ -716,20 +671,7 @@ static void sq_close(void *impl)
     struct sq *sq = impl;
     if (sq == NULL)
         return;
-    pthread_mutex_lock(&sq->lock);
-    while (sq->idle != NULL) {
-        struct conn *c = sq->idle;
-        sq->idle = c->next;
-        conn_close(c);
-        sq->n_open--;
-    }
-    int leaked = sq->n_open;
-    pthread_mutex_unlock(&sq->lock);
-    if (leaked != 0)
-        log_event(LOG_ERROR, "store.error", "op", "close", "error",
-                  "store closed while calls were in flight", (const char *)NULL);
-    pthread_cond_destroy(&sq->cond);
-    pthread_mutex_destroy(&sq->lock);
+    store__pool_free(sq->pool);
     free(sq->path);
     free(sq);
 }
@@ -769,10 +711,7 @@ static void *sq_open(const char *path, const char *password, unsigned pool_size,
 
     sq = xcalloc(1, sizeof *sq);
     sq->path = xstrdup(path);
-    pthread_mutex_init(&sq->lock, NULL);
-    pthread_cond_init(&sq->cond, NULL);
-    sq->idle = c;
-    sq->n_open = 1;
+    sq->pool = store__pool_new(POOL_MAX, pool_open, conn_close, sq, c);
     return sq;
 
 fail:
@@ -856,7 +795,7 @@ done:
 /* ---- users ------------------------------------------------------------------------- */
 
 static int sq_user_create(void *impl, const char *name, const char *password_hash, bool admin,
-                          int64_t now_ms, struct store_user *out)
+                          int64_t now_ms, int64_t *id_out)
 {
     struct call k;
     int rc = call_begin(&k, impl, "user_create");
@@ -868,14 +807,8 @@ static int sq_user_create(void *impl, const char *name, const char *password_has
     bind_i64(&k, s, 3, admin ? 1 : 0);
     bind_i64(&k, s, 4, now_ms);
     rc = exec_stmt(&k, s);
-    if (rc == 0 && out != NULL) {
-        out->id = sqlite3_last_insert_rowid(k.c->db);
-        out->name = xstrdup(name);
-        out->password_hash = password_hash != NULL ? xstrdup(password_hash) : NULL;
-        out->admin = admin;
-        out->created_ms = now_ms;
-        out->last_activity_ms = 0;
-    }
+    if (rc == 0)
+        *id_out = sqlite3_last_insert_rowid(k.c->db);
     call_end(&k);
     return rc;
 }
@@ -1371,7 +1304,6 @@ static int read_server_row(struct call *k, int64_t user_id, struct store_server 
 static int sq_server_claim(void *impl, const struct store_server *v,
                            struct store_server *current_out)
 {
-    struct store_server cur = {0};
     struct call k;
     int rc = call_begin(&k, impl, "server_claim");
     if (rc < 0)
@@ -1394,7 +1326,7 @@ static int sq_server_claim(void *impl, const struct store_server *v,
         goto done;
     bool claimed = changes(&k) > 0;
     if (current_out != NULL) {
-        rc = read_server_row(&k, v->user_id, &cur);
+        rc = read_server_row(&k, v->user_id, current_out);
         if (rc == -ENOENT)
             rc = call_fail_io(&k, "claimed server row not found");
         if (rc < 0)
@@ -1405,17 +1337,14 @@ static int sq_server_claim(void *impl, const struct store_server *v,
         rc = -EBUSY;
 done:
     call_end(&k);
-    if ((rc == 0 || rc == -EBUSY) && current_out != NULL)
-        *current_out = cur;
-    else
-        store_server_clear(&cur);
+    if (rc != 0 && rc != -EBUSY)
+        store_server_clear(current_out); /* may be NULL */
     return rc;
 }
 
 static int sq_server_adopt(void *impl, int64_t user_id, const char *from_owner,
                            const char *to_owner, struct store_server *out)
 {
-    struct store_server cur = {0};
     struct call k;
     int rc = call_begin(&k, impl, "server_adopt");
     if (rc < 0)
@@ -1440,17 +1369,15 @@ static int sq_server_adopt(void *impl, int64_t user_id, const char *from_owner,
         goto done;
     }
     if (out != NULL) {
-        rc = read_server_row(&k, user_id, &cur);
+        rc = read_server_row(&k, user_id, out);
         if (rc < 0)
             goto done;
     }
     rc = run(&k, ST_COMMIT);
 done:
     call_end(&k);
-    if (rc == 0 && out != NULL)
-        *out = cur;
-    else
-        store_server_clear(&cur);
+    if (rc != 0)
+        store_server_clear(out); /* may be NULL */
     return rc;
 }
 

@@ -149,6 +149,37 @@ static bool server_state_valid(const char *state)
     return false;
 }
 
+/* Starts a list call: clears its outputs (`out` points to the caller's array pointer, of
+ * `out_size` bytes). Returns false when one of them or the store is missing. */
+static bool list_start(const struct store *st, void *out, size_t out_size, size_t *n_out)
+{
+    if (out != NULL)
+        memset(out, 0, out_size);
+    if (n_out != NULL)
+        *n_out = 0;
+    return st != NULL && out != NULL && n_out != NULL;
+}
+
+/* A copy of server row `s` with the documented defaults filled in, so that backends see no
+ * NULLs. The strings stay borrowed from `s`. */
+static struct store_server server_row(const struct store_server *s)
+{
+    struct store_server row = *s;
+    row.user_name = NULL;
+    if (row.url == NULL)
+        row.url = "";
+    if (row.spawner_state == NULL)
+        row.spawner_state = "{}";
+    if (row.message == NULL)
+        row.message = "";
+    if (row.owner == NULL)
+        row.owner = "";
+    if (row.updated_ms == 0)
+        row.updated_ms = now_ms();
+    row.stop_requested = false;
+    return row;
+}
+
 /* mkdir -p with `mode` for every directory it creates. Returns 0 or a negative errno. */
 static int mkdir_parents(const char *path, mode_t mode)
 {
@@ -379,7 +410,17 @@ int store_user_create(struct store *st, const char *name, const char *password_h
         memset(out, 0, sizeof *out);
     if (st == NULL || name == NULL || !user_name_valid(name))
         return -EINVAL;
-    return st->be->user_create(st->impl, name, password_hash, admin, now_ms(), out);
+    int64_t now = now_ms(), id = 0;
+    int rc = st->be->user_create(st->impl, name, password_hash, admin, now, &id);
+    if (rc == 0 && out != NULL) {
+        out->id = id;
+        out->name = xstrdup(name);
+        out->password_hash = password_hash != NULL ? xstrdup(password_hash) : NULL;
+        out->admin = admin;
+        out->created_ms = now;
+        out->last_activity_ms = 0;
+    }
+    return rc;
 }
 
 int store_user_get(struct store *st, const char *name, struct store_user *out)
@@ -403,13 +444,9 @@ int store_user_get_by_id(struct store *st, int64_t id, struct store_user *out)
 int store_user_list(struct store *st, size_t offset, size_t limit, struct store_user **out,
                     size_t *n_out, size_t *total_out)
 {
-    if (out != NULL)
-        *out = NULL;
-    if (n_out != NULL)
-        *n_out = 0;
     if (total_out != NULL)
         *total_out = 0;
-    if (st == NULL || out == NULL || n_out == NULL)
+    if (!list_start(st, out, sizeof *out, n_out))
         return -EINVAL;
     return st->be->user_list(st->impl, offset, limit, out, n_out, total_out);
 }
@@ -551,11 +588,7 @@ int store_token_get(struct store *st, const char *hash, int64_t now, struct stor
 
 int store_token_list(struct store *st, int64_t user_id, struct store_token **out, size_t *n_out)
 {
-    if (out != NULL)
-        *out = NULL;
-    if (n_out != NULL)
-        *n_out = 0;
-    if (st == NULL || out == NULL || n_out == NULL)
+    if (!list_start(st, out, sizeof *out, n_out))
         return -EINVAL;
     return st->be->token_list(st->impl, user_id, out, n_out);
 }
@@ -589,31 +622,13 @@ int store_server_put(struct store *st, const struct store_server *s)
 {
     if (st == NULL || s == NULL || s->state == NULL || !server_state_valid(s->state))
         return -EINVAL;
-    /* Copy with the documented defaults filled in, so that backends see no NULLs. The
-     * strings stay borrowed from `s`. */
-    struct store_server row = *s;
-    row.user_name = NULL;
-    if (row.url == NULL)
-        row.url = "";
-    if (row.spawner_state == NULL)
-        row.spawner_state = "{}";
-    if (row.message == NULL)
-        row.message = "";
-    if (row.owner == NULL)
-        row.owner = "";
-    if (row.updated_ms == 0)
-        row.updated_ms = now_ms();
-    row.stop_requested = false;
+    struct store_server row = server_row(s);
     return st->be->server_put(st->impl, &row);
 }
 
 int store_server_list_active(struct store *st, struct store_server **out, size_t *n_out)
 {
-    if (out != NULL)
-        *out = NULL;
-    if (n_out != NULL)
-        *n_out = 0;
-    if (st == NULL || out == NULL || n_out == NULL)
+    if (!list_start(st, out, sizeof *out, n_out))
         return -EINVAL;
     return st->be->server_list_active(st->impl, out, n_out);
 }
@@ -633,20 +648,8 @@ int store_server_claim(struct store *st, const struct store_server *s,
     /* A claim always writes "starting"; a caller that says anything else has a bug. */
     if (st == NULL || s == NULL || (s->state != NULL && strcmp(s->state, "starting") != 0))
         return -EINVAL;
-    struct store_server row = *s;
-    row.user_name = NULL;
+    struct store_server row = server_row(s);
     row.state = "starting";
-    if (row.url == NULL)
-        row.url = "";
-    if (row.spawner_state == NULL)
-        row.spawner_state = "{}";
-    if (row.message == NULL)
-        row.message = "";
-    if (row.owner == NULL)
-        row.owner = "";
-    if (row.updated_ms == 0)
-        row.updated_ms = now_ms();
-    row.stop_requested = false;
     return st->be->server_claim(st->impl, &row, current_out);
 }
 
@@ -678,11 +681,7 @@ int store_replica_beat(struct store *st, const char *id, const char *address, in
 
 int store_replica_list(struct store *st, struct store_replica **out, size_t *n_out)
 {
-    if (out != NULL)
-        *out = NULL;
-    if (n_out != NULL)
-        *n_out = 0;
-    if (st == NULL || out == NULL || n_out == NULL)
+    if (!list_start(st, out, sizeof *out, n_out))
         return -EINVAL;
     return st->be->replica_list(st->impl, out, n_out);
 }
@@ -707,11 +706,7 @@ int store_event_add(struct store *st, const char *kind, const char *user, const 
 
 int store_event_list(struct store *st, size_t limit, struct store_event **out, size_t *n_out)
 {
-    if (out != NULL)
-        *out = NULL;
-    if (n_out != NULL)
-        *n_out = 0;
-    if (st == NULL || out == NULL || n_out == NULL)
+    if (!list_start(st, out, sizeof *out, n_out))
         return -EINVAL;
     return st->be->event_list(st->impl, limit, out, n_out);
 }

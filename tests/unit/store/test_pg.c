@@ -11,13 +11,13 @@
 
 #include <cmocka.h>
 
+#include "pg_fixture.h"
 #include "store/backend.h"
 #include "store/migrations.h"
 #include "store/store.h"
 
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <libpq-fe.h>
 #include <limits.h>
 #include <netinet/in.h>
@@ -40,38 +40,6 @@ static int64_t mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
-static void rm_tree(const char *dir)
-{
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-/* Reads a small file, without its trailing newline; NULL when unreadable. */
-static char *slurp(const char *path)
-{
-    FILE *fp = fopen(path, "r");
-    if (fp == NULL)
-        return NULL;
-    char line[1024] = "";
-    char *ok = fgets(line, sizeof line, fp);
-    fclose(fp);
-    if (ok == NULL)
-        return NULL;
-    line[strcspn(line, "\r\n")] = '\0';
-    return strdup(line);
-}
-
 static void write_file(const char *path, const char *text, mode_t mode)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, mode);
@@ -82,132 +50,10 @@ static void write_file(const char *path, const char *text, mode_t mode)
     close(fd);
 }
 
-/* Runs `fn(arg)` with stderr sent to a file; returns what was written (caller frees). */
-static char *capture_stderr(void (*fn)(void *), void *arg)
-{
-    char tmpl[] = "/tmp/codehub-stderr-XXXXXX";
-    int fd = mkstemp(tmpl);
-    assert_true(fd >= 0);
-    unlink(tmpl);
-    fflush(stderr);
-    int saved = dup(STDERR_FILENO);
-    dup2(fd, STDERR_FILENO);
-    fn(arg);
-    fflush(stderr);
-    dup2(saved, STDERR_FILENO);
-    close(saved);
-    off_t len = lseek(fd, 0, SEEK_END);
-    char *text = calloc(1, (size_t)len + 1);
-    assert_int_equal(pread(fd, text, (size_t)len, 0), len);
-    close(fd);
-    return text;
-}
+/* ---- fixtures ------------------------------------------------------------------------- */
 
-/* ---- the PostgreSQL test server -------------------------------------------------------- */
-
-/* A server: the fixture's (CODEHUB_TEST_PG_DIR) or one a test started. */
-struct server {
-    char *dir;
-    char *url_prefix; /* DIR/url up to its last '/' */
-    char *hostport;   /* "127.0.0.1:PORT" */
-    char *pwfile;     /* DIR/password */
-    char *password;
-    char *ca; /* DIR/ca.crt */
-};
-
-static struct server shared;
-
-static void server_clear(struct server *s)
-{
-    free(s->dir);
-    free(s->url_prefix);
-    free(s->hostport);
-    free(s->pwfile);
-    free(s->password);
-    free(s->ca);
-    memset(s, 0, sizeof *s);
-}
-
-/* Reads DIR's url and password. Returns 0, or -1 after saying why. */
-static int server_load(struct server *s, const char *dir)
-{
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/url", dir);
-    char *url = slurp(path);
-    snprintf(path, sizeof path, "%s/password", dir);
-    char *password = slurp(path);
-    if (url == NULL || password == NULL || strchr(url, '@') == NULL || strrchr(url, '/') == NULL) {
-        fprintf(stderr, "%s holds no running test server (url, password)\n", dir);
-        free(url);
-        free(password);
-        return -1;
-    }
-    s->dir = strdup(dir);
-    s->url_prefix = strndup(url, (size_t)(strrchr(url, '/') - url) + 1);
-    const char *at = strchr(url, '@');
-    s->hostport = strndup(at + 1, (size_t)(strrchr(url, '/') - at - 1));
-    s->pwfile = strdup(path);
-    s->password = password;
-    snprintf(path, sizeof path, "%s/ca.crt", dir);
-    s->ca = strdup(path);
-    free(url);
-    return 0;
-}
-
-/* The PostgreSQL tests must fail, not skip, when there is no server. */
-static int shared_load(void)
-{
-    if (shared.dir != NULL)
-        return 0;
-    const char *dir = getenv("CODEHUB_TEST_PG_DIR");
-    if (dir == NULL || dir[0] == '\0') {
-        fprintf(stderr, "CODEHUB_TEST_PG_DIR is not set: run the tests through ctest (make "
-                        "test-unit), or start a server with scripts/pg-test-server.sh start DIR "
-                        "and export CODEHUB_TEST_PG_DIR=DIR\n");
-        return -1;
-    }
-    return server_load(&shared, dir);
-}
-
-static char *db_url(const struct server *s, const char *db)
-{
-    char *url = NULL;
-    assert_true(asprintf(&url, "%s%s", s->url_prefix, db) > 0);
-    return url;
-}
-
-static PGconn *connect_db(const struct server *s, const char *db)
-{
-    char *url = db_url(s, db);
-    const char *keys[] = {"dbname", "password", NULL};
-    const char *values[] = {url, s->password, NULL};
-    PGconn *c = PQconnectdbParams(keys, values, 1);
-    free(url);
-    if (PQstatus(c) != CONNECTION_OK) {
-        fprintf(stderr, "connecting to %s: %s", db, PQerrorMessage(c));
-        PQfinish(c);
-        return NULL;
-    }
-    return c;
-}
-
-static void exec_ok(PGconn *c, const char *sql)
-{
-    PGresult *r = PQexec(c, sql);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK)
-        fail_msg("%s: %s", sql, PQresultErrorMessage(r));
-    PQclear(r);
-}
-
-static int64_t query_int(PGconn *c, const char *sql)
-{
-    PGresult *r = PQexec(c, sql);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
-        fail_msg("%s: %s", sql, PQresultErrorMessage(r));
-    int64_t v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-    PQclear(r);
-    return v;
-}
+/* The server ctest started (pg_fixture.h), loaded by the first setup. */
+static struct pg_server shared;
 
 struct fixture {
     char dir[64]; /* a temporary directory for files the test writes */
@@ -219,33 +65,17 @@ struct fixture {
 
 static int setup(void **state)
 {
-    if (shared_load() != 0)
+    if (pg_server_load_shared(&shared) != 0)
         return -1;
     struct fixture *f = calloc(1, sizeof *f);
     snprintf(f->dir, sizeof f->dir, "/tmp/codehub-pgtest-XXXXXX");
     if (mkdtemp(f->dir) == NULL)
         return -1;
-    unsigned char rnd[6];
-    int fd = open("/dev/urandom", O_RDONLY);
-    if (fd < 0 || read(fd, rnd, sizeof rnd) != (ssize_t)sizeof rnd)
+    f->dbname = pg_db_create(&shared);
+    if (f->dbname == NULL)
         return -1;
-    close(fd);
-    if (asprintf(&f->dbname, "t_%d_%02x%02x%02x%02x%02x%02x", (int)getpid(), rnd[0], rnd[1], rnd[2],
-                 rnd[3], rnd[4], rnd[5]) < 0)
-        return -1;
-    PGconn *admin = connect_db(&shared, "codehub");
-    if (admin == NULL)
-        return -1;
-    char sql[128];
-    snprintf(sql, sizeof sql, "CREATE DATABASE %s", f->dbname);
-    PGresult *r = PQexec(admin, sql);
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-    PQclear(r);
-    PQfinish(admin);
-    if (!ok)
-        return -1;
-    f->url = db_url(&shared, f->dbname);
-    f->raw = connect_db(&shared, f->dbname);
+    f->url = pg_server_url(&shared, f->dbname);
+    f->raw = pg_server_connect(&shared, f->dbname);
     if (f->raw == NULL)
         return -1;
     *state = f;
@@ -257,13 +87,7 @@ static int teardown(void **state)
     struct fixture *f = *state;
     store_close(f->st);
     PQfinish(f->raw);
-    PGconn *admin = connect_db(&shared, "codehub");
-    if (admin != NULL) {
-        char sql[128];
-        snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", f->dbname);
-        PQclear(PQexec(admin, sql));
-        PQfinish(admin);
-    }
+    pg_db_drop(&shared, f->dbname);
     rm_tree(f->dir);
     free(f->dbname);
     free(f->url);
@@ -274,6 +98,16 @@ static int teardown(void **state)
 static struct store *open_store(struct fixture *f, const char *url, const char *pwfile, char **err)
 {
     return store_open_password(url != NULL ? url : f->url, NULL, pwfile, err);
+}
+
+/* Opens the fixture's database with the server's password file into f->st, failing the
+ * test with the reason when it cannot. */
+static void open_fixture_store(struct fixture *f)
+{
+    char *err = NULL;
+    f->st = open_store(f, NULL, shared.pwfile, &err);
+    if (f->st == NULL)
+        fail_msg("store_open_password: %s", err);
 }
 
 /* ---- open: passwords ------------------------------------------------------------------- */
@@ -440,12 +274,13 @@ static void test_tls(void **state)
         fail_msg("%s", err);
     free(url);
     assert_int_equal(store_user_create(f->st, "ann", NULL, false, NULL), 0);
-    assert_true(query_int(f->raw, "SELECT COUNT(*) FROM pg_stat_ssl s JOIN pg_stat_activity a "
-                                  "USING (pid) WHERE a.datname = current_database() AND "
-                                  "a.application_name = 'codehub' AND s.ssl") >= 1);
-    assert_int_equal(query_int(f->raw, "SELECT COUNT(*) FROM pg_stat_ssl s JOIN pg_stat_activity "
-                                       "a USING (pid) WHERE a.datname = current_database() AND "
-                                       "a.application_name = 'codehub' AND NOT s.ssl"),
+    assert_true(pg_query_int(f->raw, "SELECT COUNT(*) FROM pg_stat_ssl s JOIN pg_stat_activity a "
+                                     "USING (pid) WHERE a.datname = current_database() AND "
+                                     "a.application_name = 'codehub' AND s.ssl") >= 1);
+    assert_int_equal(pg_query_int(f->raw,
+                                  "SELECT COUNT(*) FROM pg_stat_ssl s JOIN pg_stat_activity "
+                                  "a USING (pid) WHERE a.datname = current_database() AND "
+                                  "a.application_name = 'codehub' AND NOT s.ssl"),
                      0);
     store_close(f->st);
     f->st = NULL;
@@ -456,8 +291,8 @@ static void test_tls(void **state)
     assert_non_null(f->st);
     free(url);
     assert_int_equal(store_user_create(f->st, "bob", NULL, false, NULL), 0);
-    assert_true(query_int(f->raw, "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = "
-                                  "current_database() AND application_name = 'mine'") >= 1);
+    assert_true(pg_query_int(f->raw, "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = "
+                                     "current_database() AND application_name = 'mine'") >= 1);
     store_close(f->st);
     f->st = NULL;
 
@@ -527,9 +362,7 @@ static void test_unreachable_fails_fast(void **state)
 static void test_conninfo_for_listener(void **state)
 {
     struct fixture *f = *state;
-    char *err = NULL;
-    f->st = open_store(f, NULL, shared.pwfile, &err);
-    assert_non_null(f->st);
+    open_fixture_store(f);
     const char *const *keys = NULL;
     const char *const *values = NULL;
     assert_int_equal(store__pg_conninfo(f->st, &keys, &values), 0);
@@ -545,6 +378,7 @@ static void test_conninfo_for_listener(void **state)
     PQfinish(c);
 
     /* Not for SQLite. */
+    char *err = NULL;
     char *url = NULL;
     assert_true(asprintf(&url, "sqlite:%s/x.sqlite", f->dir) > 0);
     struct store *sq = store_open(url, NULL, &err);
@@ -561,7 +395,6 @@ enum { OPENERS = 8 };
 
 struct opener {
     const char *url;
-    pthread_barrier_t *barrier;
     struct store *st;
     char *err;
 };
@@ -569,7 +402,6 @@ struct opener {
 static void *opener_thread(void *arg)
 {
     struct opener *o = arg;
-    pthread_barrier_wait(o->barrier);
     o->st = store_open_password(o->url, NULL, shared.pwfile, &o->err);
     return NULL;
 }
@@ -577,33 +409,26 @@ static void *opener_thread(void *arg)
 static void test_migrate_concurrently(void **state)
 {
     struct fixture *f = *state;
-    pthread_barrier_t barrier;
-    pthread_barrier_init(&barrier, NULL, OPENERS);
     struct opener o[OPENERS];
-    pthread_t th[OPENERS];
-    for (int i = 0; i < OPENERS; i++) {
-        o[i] = (struct opener){f->url, &barrier, NULL, NULL};
-        pthread_create(&th[i], NULL, opener_thread, &o[i]);
-    }
     for (int i = 0; i < OPENERS; i++)
-        pthread_join(th[i], NULL);
-    pthread_barrier_destroy(&barrier);
+        o[i] = (struct opener){f->url, NULL, NULL};
+    run_together(OPENERS, opener_thread, o, sizeof o[0]);
     for (int i = 0; i < OPENERS; i++) {
         if (o[i].st == NULL)
             fail_msg("opener %d: %s", i, o[i].err);
     }
     /* Each migration ran once: one row per version, one set of triggers. */
-    assert_int_equal(query_int(f->raw, "SELECT COUNT(*) FROM schema_version"),
+    assert_int_equal(pg_query_int(f->raw, "SELECT COUNT(*) FROM schema_version"),
                      STORE__SCHEMA_VERSION);
-    assert_int_equal(query_int(f->raw, "SELECT MAX(version) FROM schema_version"),
+    assert_int_equal(pg_query_int(f->raw, "SELECT MAX(version) FROM schema_version"),
                      STORE__SCHEMA_VERSION);
     /* servers; users on update and on delete; sessions; tokens. */
-    assert_int_equal(query_int(f->raw, "SELECT COUNT(*) FROM pg_trigger WHERE NOT tgisinternal"),
+    assert_int_equal(pg_query_int(f->raw, "SELECT COUNT(*) FROM pg_trigger WHERE NOT tgisinternal"),
                      5);
     /* The lock is not left held (pg_locks is server-wide: look at this database only). */
-    assert_int_equal(query_int(f->raw, "SELECT COUNT(*) FROM pg_locks l JOIN pg_database d ON "
-                                       "d.oid = l.database WHERE l.locktype = 'advisory' AND "
-                                       "d.datname = current_database()"),
+    assert_int_equal(pg_query_int(f->raw, "SELECT COUNT(*) FROM pg_locks l JOIN pg_database d ON "
+                                          "d.oid = l.database WHERE l.locktype = 'advisory' AND "
+                                          "d.datname = current_database()"),
                      0);
     for (int i = 0; i < OPENERS; i++) {
         int v = 0;
@@ -619,17 +444,17 @@ static void test_migration_failure(void **state)
 {
     struct fixture *f = *state;
     /* A table in the way of migration 2's: it fails, and migration 1 stays applied. */
-    exec_ok(f->raw, "CREATE TABLE replicas (x INTEGER)");
+    pg_exec_ok(f->raw, "CREATE TABLE replicas (x INTEGER)");
     char *err = NULL;
     assert_null(open_store(f, NULL, shared.pwfile, &err));
     assert_non_null(strstr(err, "migration 2 failed"));
     assert_non_null(strstr(err, "replicas"));
     free(err);
-    assert_int_equal(query_int(f->raw, "SELECT MAX(version) FROM schema_version"), 1);
-    assert_int_equal(query_int(f->raw, "SELECT COUNT(*) FROM information_schema.columns WHERE "
-                                       "table_name = 'servers' AND column_name = 'owner'"),
+    assert_int_equal(pg_query_int(f->raw, "SELECT MAX(version) FROM schema_version"), 1);
+    assert_int_equal(pg_query_int(f->raw, "SELECT COUNT(*) FROM information_schema.columns WHERE "
+                                          "table_name = 'servers' AND column_name = 'owner'"),
                      0);
-    exec_ok(f->raw, "DROP TABLE replicas");
+    pg_exec_ok(f->raw, "DROP TABLE replicas");
     f->st = open_store(f, NULL, shared.pwfile, &err);
     assert_non_null(f->st);
     int v = 0;
@@ -641,14 +466,12 @@ static void test_migration_failure(void **state)
 
 struct fill_arg {
     struct store *st;
-    pthread_barrier_t *barrier;
     int rc;
 };
 
 static void *fill_thread(void *arg)
 {
     struct fill_arg *a = arg;
-    pthread_barrier_wait(a->barrier);
     size_t n = 0;
     a->rc = 0;
     for (int i = 0; i < 20 && a->rc == 0; i++) {
@@ -670,17 +493,10 @@ static void *fill_thread(void *arg)
 static void fill_pool(struct store *st)
 {
     enum { N = 4 };
-    pthread_barrier_t barrier;
-    pthread_barrier_init(&barrier, NULL, N);
     struct fill_arg a[N];
-    pthread_t th[N];
-    for (int i = 0; i < N; i++) {
-        a[i] = (struct fill_arg){st, &barrier, -1};
-        pthread_create(&th[i], NULL, fill_thread, &a[i]);
-    }
     for (int i = 0; i < N; i++)
-        pthread_join(th[i], NULL);
-    pthread_barrier_destroy(&barrier);
+        a[i] = (struct fill_arg){st, -1};
+    run_together(N, fill_thread, a, sizeof a[0]);
     for (int i = 0; i < N; i++)
         assert_int_equal(a[i].rc, 0);
 }
@@ -708,20 +524,18 @@ static void calls_after_run(void *arg)
 static void test_dropped_connections_reopened(void **state)
 {
     struct fixture *f = *state;
-    char *err = NULL;
-    f->st = open_store(f, NULL, shared.pwfile, &err);
-    assert_non_null(f->st);
+    open_fixture_store(f);
     struct store_user u;
     assert_int_equal(store_user_create(f->st, "ann", NULL, false, &u), 0);
     fill_pool(f->st);
-    int64_t before = query_int(f->raw, "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = "
-                                       "current_database() AND pid <> pg_backend_pid()");
+    int64_t before = pg_query_int(f->raw, "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = "
+                                          "current_database() AND pid <> pg_backend_pid()");
     assert_true(before >= 2);
 
     /* An administrator (or a failover, or an idle timeout) kills every connection. */
-    assert_int_equal(query_int(f->raw, "SELECT COUNT(pg_terminate_backend(pid)) FROM "
-                                       "pg_stat_activity WHERE datname = current_database() AND "
-                                       "pid <> pg_backend_pid()"),
+    assert_int_equal(pg_query_int(f->raw, "SELECT COUNT(pg_terminate_backend(pid)) FROM "
+                                          "pg_stat_activity WHERE datname = current_database() AND "
+                                          "pid <> pg_backend_pid()"),
                      before);
     sleep_ms(200);
     /* The pool notices the dead connections before using them: the very next calls,
@@ -742,7 +556,7 @@ static void test_dropped_connections_reopened(void **state)
 struct own_server {
     char dir[64];
     char script[PATH_MAX];
-    struct server s;
+    struct pg_server s;
 };
 
 static int own_server_run(struct own_server *o, const char *cmd)
@@ -759,7 +573,7 @@ static int setup_own_server(void **state)
     snprintf(o->script, sizeof o->script, "%s/scripts/pg-test-server.sh", src != NULL ? src : ".");
     snprintf(o->dir, sizeof o->dir, "/tmp/codehub-pgrestart-XXXXXX");
     if (mkdtemp(o->dir) == NULL || own_server_run(o, "start") != 0 ||
-        server_load(&o->s, o->dir) != 0) {
+        pg_server_load(&o->s, o->dir) != 0) {
         fprintf(stderr, "cannot start a PostgreSQL server with %s\n", o->script);
         own_server_run(o, "destroy");
         free(o);
@@ -773,7 +587,7 @@ static int teardown_own_server(void **state)
 {
     struct own_server *o = *state;
     own_server_run(o, "destroy");
-    server_clear(&o->s);
+    pg_server_clear(&o->s);
     free(o);
     return 0;
 }
@@ -799,7 +613,7 @@ static void down_calls_run(void *arg)
 static void test_server_restart_survived(void **state)
 {
     struct own_server *o = *state;
-    char *url = db_url(&o->s, "codehub");
+    char *url = pg_server_url(&o->s, "codehub");
     char *err = NULL;
     struct store *st = store_open_password(url, NULL, o->s.pwfile, &err);
     free(url);
@@ -851,7 +665,7 @@ static char *heard_since(PGconn *c, int mark)
     char sql[64], marker[32];
     snprintf(marker, sizeof marker, "mark %d", mark);
     snprintf(sql, sizeof sql, "NOTIFY codehub, '%s'", marker);
-    exec_ok(c, sql);
+    pg_exec_ok(c, sql);
     char *heard = strdup("");
     int64_t deadline = mono_ms() + 5000;
     for (;;) {
@@ -889,10 +703,8 @@ static void expect_heard(PGconn *c, int *mark, const char *expected)
 static void test_notifications(void **state)
 {
     struct fixture *f = *state;
-    char *err = NULL;
-    f->st = open_store(f, NULL, shared.pwfile, &err);
-    assert_non_null(f->st);
-    exec_ok(f->raw, "LISTEN codehub");
+    open_fixture_store(f);
+    pg_exec_ok(f->raw, "LISTEN codehub");
     int mark = 0;
     char want[128];
 
@@ -917,8 +729,9 @@ static void test_notifications(void **state)
                      0);
     assert_int_equal(store_token_touch(f->st, t.id, 3000), 0);
     assert_int_equal(store_event_add(f->st, "login.ok", "ann", NULL, NULL), 0);
-    assert_int_equal(store_meta_get_or_set(f->st, "k", "v", &err), 0);
-    free(err);
+    char *value = NULL;
+    assert_int_equal(store_meta_get_or_set(f->st, "k", "v", &value), 0);
+    free(value);
     expect_heard(f->raw, &mark, "");
 
     /* Admin flag and password; setting the same value again is silent. */
@@ -1006,6 +819,6 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_notifications, setup, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
-    server_clear(&shared);
+    pg_server_clear(&shared);
     return rc;
 }

@@ -13,13 +13,13 @@
 
 #include <cmocka.h>
 
+#include "pg_fixture.h"
 #include "store/migrations.h"
 #include "store/store.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <libpq-fe.h>
 #include <limits.h>
 #include <pthread.h>
@@ -57,138 +57,10 @@ static int64_t wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    return remove(path);
-}
-
-static void rm_tree(const char *dir)
-{
-    nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
-
-/* ---- the PostgreSQL test server -------------------------------------------------------- */
-
-struct pgenv {
-    char *url_prefix; /* DIR/url up to its last '/': the database name follows */
-    char *hostport;   /* "127.0.0.1:PORT" */
-    char *pwfile;     /* DIR/password */
-    char *password;
-};
-
-static struct pgenv pgenv;
-
-/* Reads a small file, without its trailing newline; NULL when unreadable. */
-static char *slurp(const char *path)
-{
-    FILE *fp = fopen(path, "r");
-    if (fp == NULL)
-        return NULL;
-    char line[1024] = "";
-    char *ok = fgets(line, sizeof line, fp);
-    fclose(fp);
-    if (ok == NULL)
-        return NULL;
-    line[strcspn(line, "\r\n")] = '\0';
-    return strdup(line);
-}
-
-/* Loads CODEHUB_TEST_PG_DIR once. Returns 0, or -1 after saying why: the PostgreSQL
- * variants must fail, not skip, when there is no server. */
-static int pgenv_load(void)
-{
-    if (pgenv.url_prefix != NULL)
-        return 0;
-    const char *dir = getenv("CODEHUB_TEST_PG_DIR");
-    if (dir == NULL || dir[0] == '\0') {
-        fprintf(stderr, "CODEHUB_TEST_PG_DIR is not set: run the tests through ctest (make "
-                        "test-unit), or start a server with scripts/pg-test-server.sh start DIR "
-                        "and export CODEHUB_TEST_PG_DIR=DIR\n");
-        return -1;
-    }
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/url", dir);
-    char *url = slurp(path);
-    snprintf(path, sizeof path, "%s/password", dir);
-    char *password = slurp(path);
-    if (url == NULL || password == NULL || strrchr(url, '/') == NULL) {
-        fprintf(stderr, "CODEHUB_TEST_PG_DIR=%s holds no running test server (url, password)\n",
-                dir);
-        free(url);
-        free(password);
-        return -1;
-    }
-    pgenv.url_prefix = strndup(url, (size_t)(strrchr(url, '/') - url) + 1);
-    const char *at = strchr(url, '@');
-    pgenv.hostport = strndup(at + 1, (size_t)(strrchr(url, '/') - at - 1));
-    pgenv.pwfile = strdup(path);
-    pgenv.password = password;
-    free(url);
-    return 0;
-}
-
-static PGconn *pg_connect_db(const char *db)
-{
-    char *url = NULL;
-    assert_true(asprintf(&url, "%s%s", pgenv.url_prefix, db) > 0);
-    const char *keys[] = {"dbname", "password", NULL};
-    const char *values[] = {url, pgenv.password, NULL};
-    PGconn *c = PQconnectdbParams(keys, values, 1);
-    free(url);
-    if (PQstatus(c) != CONNECTION_OK) {
-        fprintf(stderr, "connecting to %s: %s", db, PQerrorMessage(c));
-        PQfinish(c);
-        return NULL;
-    }
-    return c;
-}
-
-static int pg_exec(PGconn *c, const char *sql)
-{
-    PGresult *r = PQexec(c, sql);
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
-    if (!ok)
-        fprintf(stderr, "%s: %s", sql, PQresultErrorMessage(r));
-    PQclear(r);
-    return ok ? 0 : -1;
-}
-
-/* Creates an empty database t_<random> and returns its name (caller frees), or NULL. */
-static char *pg_db_create(void)
-{
-    unsigned char rnd[6];
-    int fd = open("/dev/urandom", O_RDONLY);
-    if (fd < 0 || read(fd, rnd, sizeof rnd) != (ssize_t)sizeof rnd)
-        return NULL;
-    close(fd);
-    char *name = NULL;
-    if (asprintf(&name, "t_%d_%02x%02x%02x%02x%02x%02x", (int)getpid(), rnd[0], rnd[1], rnd[2],
-                 rnd[3], rnd[4], rnd[5]) < 0)
-        return NULL;
-    PGconn *admin = pg_connect_db("codehub");
-    char sql[128];
-    snprintf(sql, sizeof sql, "CREATE DATABASE %s", name);
-    if (admin == NULL || pg_exec(admin, sql) != 0) {
-        PQfinish(admin);
-        free(name);
-        return NULL;
-    }
-    PQfinish(admin);
-    return name;
-}
-
-static void pg_db_drop(const char *name)
-{
-    PGconn *admin = pg_connect_db("codehub");
-    if (admin == NULL)
-        return;
-    char sql[128];
-    snprintf(sql, sizeof sql, "DROP DATABASE IF EXISTS %s WITH (FORCE)", name);
-    pg_exec(admin, sql);
-    PQfinish(admin);
-}
-
 /* ---- fixtures ------------------------------------------------------------------------ */
+
+/* The PostgreSQL server ctest started (pg_fixture.h), loaded by the first PostgreSQL test. */
+static struct pg_server pgenv;
 
 static struct fixture *fixture_new(enum backend be)
 {
@@ -204,19 +76,20 @@ static struct fixture *fixture_new(enum backend be)
         f->display = strdup(f->path);
         return f;
     }
-    if (pgenv_load() != 0)
+    if (pg_server_load_shared(&pgenv) != 0)
         goto fail;
-    f->dbname = pg_db_create();
+    f->dbname = pg_db_create(&pgenv);
     if (f->dbname == NULL)
         goto fail;
-    if (asprintf(&f->url, "%s%s", pgenv.url_prefix, f->dbname) < 0 ||
-        asprintf(&f->display, "%s/%s", pgenv.hostport, f->dbname) < 0)
+    f->url = pg_server_url(&pgenv, f->dbname);
+    if (asprintf(&f->display, "%s/%s", pgenv.hostport, f->dbname) < 0)
         goto fail;
     f->pwfile = strdup(pgenv.pwfile);
     return f;
 fail:
     rm_tree(f->dir);
     free(f->path);
+    free(f->url);
     free(f->dbname);
     free(f);
     return NULL;
@@ -227,7 +100,7 @@ static void fixture_free(struct fixture *f)
     store_close(f->st);
     PQfinish(f->raw);
     if (f->dbname != NULL)
-        pg_db_drop(f->dbname);
+        pg_db_drop(&pgenv, f->dbname);
     rm_tree(f->dir);
     free(f->path);
     free(f->url);
@@ -241,6 +114,16 @@ static void fixture_free(struct fixture *f)
 static struct store *open_other(struct fixture *f, char **err)
 {
     return store_open_password(f->url, f->dir, f->pwfile, err);
+}
+
+/* The same, failing the test with the reason when it cannot be opened. */
+static struct store *open_other_ok(struct fixture *f)
+{
+    char *err = NULL;
+    struct store *st = open_other(f, &err);
+    if (st == NULL)
+        fail_msg("opening another handle: %s", err);
+    return st;
 }
 
 static int setup_open(void **state, enum backend be)
@@ -334,7 +217,7 @@ static int64_t raw_count_file(const char *path, const char *sql)
 static PGconn *raw_pg(struct fixture *f)
 {
     if (f->raw == NULL)
-        f->raw = pg_connect_db(f->dbname);
+        f->raw = pg_server_connect(&pgenv, f->dbname);
     assert_non_null(f->raw);
     return f->raw;
 }
@@ -348,8 +231,7 @@ static void raw_exec_f(struct fixture *f, const char *sql)
         sqlite3_close(db);
         return;
     }
-    if (pg_exec(raw_pg(f), sql) != 0)
-        fail_msg("%s failed", sql);
+    pg_exec_ok(raw_pg(f), sql);
 }
 
 /* The single integer `sql` returns from the fixture's database. */
@@ -357,12 +239,7 @@ static int64_t raw_count(struct fixture *f, const char *sql)
 {
     if (f->be == BE_SQLITE)
         return raw_count_file(f->path, sql);
-    PGresult *r = PQexec(raw_pg(f), sql);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
-        fail_msg("%s: %s", sql, PQresultErrorMessage(r));
-    int64_t v = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-    PQclear(r);
-    return v;
+    return pg_query_int(raw_pg(f), sql);
 }
 
 static int64_t new_user(struct store *st, const char *name, const char *hash, bool admin)
@@ -379,27 +256,6 @@ static mode_t file_mode(const char *path)
     struct stat sb;
     assert_int_equal(stat(path, &sb), 0);
     return sb.st_mode & 07777;
-}
-
-/* Runs `fn(arg)` with stderr sent to a file; returns what was written (caller frees). */
-static char *capture_stderr(void (*fn)(void *), void *arg)
-{
-    char tmpl[] = "/tmp/codehub-stderr-XXXXXX";
-    int fd = mkstemp(tmpl);
-    assert_true(fd >= 0);
-    unlink(tmpl);
-    fflush(stderr);
-    int saved = dup(STDERR_FILENO);
-    dup2(fd, STDERR_FILENO);
-    fn(arg);
-    fflush(stderr);
-    dup2(saved, STDERR_FILENO);
-    close(saved);
-    off_t len = lseek(fd, 0, SEEK_END);
-    char *text = calloc(1, (size_t)len + 1);
-    assert_int_equal(pread(fd, text, (size_t)len, 0), len);
-    close(fd);
-    return text;
 }
 
 /* ---- open ---------------------------------------------------------------------------- */
@@ -565,9 +421,7 @@ static void test_open_explicit_path_and_tighten_mode(void **state)
 static void test_two_handles_share_one_file(void **state)
 {
     struct fixture *f = *state;
-    char *err = NULL;
-    struct store *other = open_other(f, &err);
-    assert_non_null(other);
+    struct store *other = open_other_ok(f);
     new_user(f->st, "ann", NULL, false);
     struct store_user u;
     assert_int_equal(store_user_get(other, "ann", &u), 0);
@@ -592,9 +446,7 @@ static void test_schema_version_and_reopen(void **state)
     new_user(f->st, "keep", NULL, true);
     store_close(f->st);
 
-    char *err = NULL;
-    f->st = open_other(f, &err);
-    assert_non_null(f->st);
+    f->st = open_other_ok(f);
     assert_int_equal(store_schema_version(f->st, &v), 0);
     assert_int_equal(v, STORE__SCHEMA_VERSION);
     /* Each migration recorded once, data kept. */
@@ -643,9 +495,7 @@ static void test_fresh_db_rolled_back_migration_retried(void **state)
     }
     raw_exec_f(f, "CREATE TABLE schema_version (version INTEGER PRIMARY KEY, "
                   "applied_ms BIGINT NOT NULL)");
-    char *err = NULL;
-    struct store *st = open_other(f, &err);
-    assert_non_null(st);
+    struct store *st = open_other_ok(f);
     int v = 0;
     assert_int_equal(store_schema_version(st, &v), 0);
     assert_int_equal(v, STORE__SCHEMA_VERSION);
@@ -656,7 +506,6 @@ static void test_fresh_db_rolled_back_migration_retried(void **state)
 
 struct meta_race {
     struct store *st;
-    pthread_barrier_t *barrier;
     const char *mine;
     char *got;
     int rc;
@@ -665,7 +514,6 @@ struct meta_race {
 static void *meta_race_thread(void *arg)
 {
     struct meta_race *r = arg;
-    pthread_barrier_wait(r->barrier);
     r->rc = store_meta_get_or_set(r->st, "cookie_secret", r->mine, &r->got);
     return NULL;
 }
@@ -698,22 +546,13 @@ static void test_meta(void **state)
 
     /* Two handles (standing for two processes) and several threads race to set the
      * same secret: all agree on one value. */
-    char *err = NULL;
-    struct store *other = open_other(f, &err);
-    assert_non_null(other);
+    struct store *other = open_other_ok(f);
     enum { N = 6 };
     static const char *const values[N] = {"a", "b", "c", "d", "e", "f"};
-    pthread_barrier_t barrier;
-    pthread_barrier_init(&barrier, NULL, N);
     struct meta_race r[N];
-    pthread_t th[N];
-    for (int i = 0; i < N; i++) {
-        r[i] = (struct meta_race){i % 2 ? other : f->st, &barrier, values[i], NULL, -1};
-        pthread_create(&th[i], NULL, meta_race_thread, &r[i]);
-    }
     for (int i = 0; i < N; i++)
-        pthread_join(th[i], NULL);
-    pthread_barrier_destroy(&barrier);
+        r[i] = (struct meta_race){i % 2 ? other : f->st, values[i], NULL, -1};
+    run_together(N, meta_race_thread, r, sizeof r[0]);
     for (int i = 0; i < N; i++) {
         assert_int_equal(r[i].rc, 0);
         assert_string_equal(r[i].got, r[0].got);
@@ -914,7 +753,6 @@ static void test_user_claim_password(void **state)
 
 struct claim_race {
     struct store *st;
-    pthread_barrier_t *barrier;
     const char *name;
     const char *hash;
     int rc;
@@ -923,7 +761,6 @@ struct claim_race {
 static void *claim_thread(void *arg)
 {
     struct claim_race *c = arg;
-    pthread_barrier_wait(c->barrier);
     c->rc = store_user_claim_password(c->st, c->name, c->hash);
     return NULL;
 }
@@ -931,28 +768,19 @@ static void *claim_thread(void *arg)
 static void test_user_claim_race(void **state)
 {
     struct fixture *f = *state;
-    char *err = NULL;
-    struct store *other = open_other(f, &err);
-    assert_non_null(other);
+    struct store *other = open_other_ok(f);
     for (int round = 0; round < 30; round++) {
         char name[16];
         snprintf(name, sizeof name, "race%02d", round);
         new_user(f->st, name, NULL, false);
-        pthread_barrier_t barrier;
-        pthread_barrier_init(&barrier, NULL, 2);
         /* Half the rounds through one handle, half through two (as two processes). */
-        struct claim_race a = {f->st, &barrier, name, "hash-a", 1};
-        struct claim_race b = {round % 2 ? other : f->st, &barrier, name, "hash-b", 1};
-        pthread_t ta, tb;
-        pthread_create(&ta, NULL, claim_thread, &a);
-        pthread_create(&tb, NULL, claim_thread, &b);
-        pthread_join(ta, NULL);
-        pthread_join(tb, NULL);
-        pthread_barrier_destroy(&barrier);
-        assert_true((a.rc == 0 && b.rc == -EEXIST) || (a.rc == -EEXIST && b.rc == 0));
+        struct claim_race c[2] = {{f->st, name, "hash-a", 1},
+                                  {round % 2 ? other : f->st, name, "hash-b", 1}};
+        run_together(2, claim_thread, c, sizeof c[0]);
+        assert_true((c[0].rc == 0 && c[1].rc == -EEXIST) || (c[0].rc == -EEXIST && c[1].rc == 0));
         struct store_user u;
         assert_int_equal(store_user_get(f->st, name, &u), 0);
-        assert_string_equal(u.password_hash, a.rc == 0 ? "hash-a" : "hash-b");
+        assert_string_equal(u.password_hash, c[0].rc == 0 ? "hash-a" : "hash-b");
         store_user_clear(&u);
     }
     store_close(other);
@@ -1458,7 +1286,6 @@ enum { CLAIM_THREADS = 8, CLAIM_ROUNDS = 10 };
 
 struct server_claim_race {
     struct store *st;
-    pthread_barrier_t *barrier;
     int64_t user_id;
     char owner[16];
     int rc;
@@ -1470,7 +1297,6 @@ static void *server_claim_thread(void *arg)
     struct server_claim_race *c = arg;
     struct store_server in = {.user_id = c->user_id, .owner = c->owner};
     struct store_server cur;
-    pthread_barrier_wait(c->barrier);
     c->rc = store_server_claim(c->st, &in, &cur);
     c->seen_owner = cur.owner != NULL ? strdup(cur.owner) : NULL;
     store_server_clear(&cur);
@@ -1480,27 +1306,19 @@ static void *server_claim_thread(void *arg)
 static void test_server_claim_race(void **state)
 {
     struct fixture *f = *state;
-    char *err = NULL;
-    struct store *other = open_other(f, &err);
-    assert_non_null(other);
+    struct store *other = open_other_ok(f);
     int64_t ann = new_user(f->st, "ann", "h", false);
     for (int round = 0; round < CLAIM_ROUNDS; round++) {
         if (round % 2 == 1)
             put_server(f->st, ann, "stopped", NULL, 0); /* even rounds: no row at all */
         else if (round > 0)
             assert_int_equal(store_server_delete(f->st, ann), 0);
-        pthread_barrier_t barrier;
-        pthread_barrier_init(&barrier, NULL, CLAIM_THREADS);
         struct server_claim_race r[CLAIM_THREADS];
-        pthread_t th[CLAIM_THREADS];
         for (int i = 0; i < CLAIM_THREADS; i++) {
-            r[i] = (struct server_claim_race){i % 2 ? other : f->st, &barrier, ann, "", 1, NULL};
+            r[i] = (struct server_claim_race){i % 2 ? other : f->st, ann, "", 1, NULL};
             snprintf(r[i].owner, sizeof r[i].owner, "r%d", i);
-            pthread_create(&th[i], NULL, server_claim_thread, &r[i]);
         }
-        for (int i = 0; i < CLAIM_THREADS; i++)
-            pthread_join(th[i], NULL);
-        pthread_barrier_destroy(&barrier);
+        run_together(CLAIM_THREADS, server_claim_thread, r, sizeof r[0]);
         int winners = 0, winner = -1;
         for (int i = 0; i < CLAIM_THREADS; i++) {
             if (r[i].rc == 0) {
@@ -1677,9 +1495,7 @@ static void test_migrate_from_v1(void **state)
     raw_exec_f(f, "INSERT INTO servers (user_id, state, url, updated_ms) "
                   "SELECT id, 'running', 'unix:/x', 7 FROM users");
 
-    char *err = NULL;
-    f->st = open_other(f, &err);
-    assert_non_null(f->st);
+    f->st = open_other_ok(f);
     int v = 0;
     assert_int_equal(store_schema_version(f->st, &v), 0);
     assert_int_equal(v, STORE__SCHEMA_VERSION);
@@ -1845,7 +1661,6 @@ enum { CONC_THREADS = 12, CONC_USERS = 40 };
 
 struct conc_arg {
     struct store *st;
-    pthread_barrier_t *barrier;
     int index;
     int failures;
 };
@@ -1853,7 +1668,6 @@ struct conc_arg {
 static void *conc_thread(void *arg)
 {
     struct conc_arg *c = arg;
-    pthread_barrier_wait(c->barrier);
     for (int i = 0; i < CONC_USERS; i++) {
         char name[32], sid[48];
         snprintf(name, sizeof name, "t%02d-%03d", c->index, i);
@@ -1911,17 +1725,10 @@ static int fds_on(const char *path)
 static void test_concurrent_writers(void **state)
 {
     struct fixture *f = *state;
-    pthread_barrier_t barrier;
-    pthread_barrier_init(&barrier, NULL, CONC_THREADS);
     struct conc_arg args[CONC_THREADS];
-    pthread_t th[CONC_THREADS];
-    for (int i = 0; i < CONC_THREADS; i++) {
-        args[i] = (struct conc_arg){f->st, &barrier, i, 0};
-        pthread_create(&th[i], NULL, conc_thread, &args[i]);
-    }
     for (int i = 0; i < CONC_THREADS; i++)
-        pthread_join(th[i], NULL);
-    pthread_barrier_destroy(&barrier);
+        args[i] = (struct conc_arg){f->st, i, 0};
+    run_together(CONC_THREADS, conc_thread, args, sizeof args[0]);
     for (int i = 0; i < CONC_THREADS; i++)
         assert_int_equal(args[i].failures, 0);
 
@@ -1981,13 +1788,6 @@ static uint64_t jitter_next(void)
     jitter_state ^= jitter_state >> 7;
     jitter_state ^= jitter_state << 17;
     return jitter_state;
-}
-
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
 }
 
 static void test_crash_kill9(void **state)
