@@ -2,10 +2,10 @@
 """Runs every benchmark in one go and, for a full run, rewrites the generated parts of
 docs/benchmarks.md from the fresh results.
 
-    bench/run.py              full run: hub, proxy, websocket, spawn, jupyterhub, kube, each
-                              in turn on this machine (about 45 minutes), results in
-                              bench/results/*.json, then docs/benchmarks.md updated
-    bench/run.py --quick      reduced run of each (under five minutes), results in
+    bench/run.py              full run: hub, proxy, websocket, spawn, jupyterhub, kube,
+                              replicas, each in turn on this machine (about 55 minutes),
+                              results in bench/results/*.json, then docs/benchmarks.md updated
+    bench/run.py --quick      reduced run of each (about six minutes), results in
                               bench/results/tmp/, docs untouched
     bench/run.py --only proxy,websocket    a subset (full or --quick)
     bench/run.py --docs-only  only rewrite docs/benchmarks.md from the recorded results
@@ -39,9 +39,10 @@ from hub import first_line as hub_first_line  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks.md"
 # Order matters a little: the cheap, steady ones first, the long spawn comparisons last.
-BENCHMARKS = ("hub", "proxy", "websocket", "spawn", "jupyterhub", "kube")
-# What --quick passes to each, chosen so that the whole quick run stays under five minutes
-# on this 2-core machine (each script's own --quick, trimmed further where needed).
+BENCHMARKS = ("hub", "proxy", "websocket", "spawn", "jupyterhub", "kube", "replicas")
+# What --quick passes to each, chosen so that the whole quick run stays around six minutes
+# on this 2-core machine (each script's own --quick, trimmed further where needed; replicas
+# without its 10 s-lease failover, which alone takes about 50 s).
 QUICK_ARGS = {
     "hub": ["--quick", "--reps", "2", "--duration", "2", "--logins", "40"],
     "proxy": ["--quick", "--reps", "2", "--duration", "3"],
@@ -49,6 +50,7 @@ QUICK_ARGS = {
     "spawn": ["--quick", "--reps", "3"],
     "jupyterhub": ["--quick"],
     "kube": ["--quick", "--reps", "1"],
+    "replicas": ["--quick", "--failover", "other-hosts/short,same-host/short"],
 }
 
 
@@ -98,9 +100,11 @@ def machine_block():
         ("codehub", first_line([str(ROOT / "build" / "codehub"), "version"]) +
          " (`build/codehub` from `make build`: RelWithDebInfo, `-O2 -g`)"),
         ("libraries (Debian)", debs("libuv1", "libhttp-parser2.9", "libsqlite3-0", "libsodium23",
-                                    "libjansson4", "libfyaml0", "libcurl4")),
+                                    "libjansson4", "libfyaml0", "libcurl4", "libpq5")),
         ("code-server", first_line([str(code_server), "--version"])),
         ("nginx", first_line(["nginx", "-v"])),
+        ("PostgreSQL (replicas)", first_line([str(p) for p in sorted(
+            Path("/usr/lib/postgresql").glob("*/bin/postgres"))[-1:]] + ["--version"])),
         ("wrk", first_line(["wrk", "--version"])),
         ("node", first_line(["node", "--version"])),
         ("Go (bench tools)", first_line(["go", "version"])),
