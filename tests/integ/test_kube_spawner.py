@@ -76,9 +76,15 @@ def home_dir(kube, name):
 
 
 def cleanup(kube, *names):
+    """Deletes NAME's pod and claim and waits until both are gone: every test runs once per
+    store backend with the same names, and a claim still terminating would refuse the next
+    run's start ("volume claim … is being deleted")."""
     for n in names:
         kube.delete("pods", f"codehub-{n}", grace=0)
         kube.delete("persistentvolumeclaims", f"claim-{n}")
+    for n in names:
+        kube.wait_gone("pods", f"codehub-{n}")
+        kube.wait_gone("persistentvolumeclaims", f"claim-{n}")
 
 
 @pytest.fixture
