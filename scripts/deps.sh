@@ -23,6 +23,8 @@ PACKAGES=(
     postgresql
     # tests: Python venv, Debian's browser, process tools, curl for install-code-server.sh
     python3-venv chromium procps psmisc openssh-client curl
+    # systemd-analyze checks deploy/systemd/codehub.service
+    systemd
     # code-server: Debian's rg replaces the one @vscode/ripgrep would download, plus what
     # its native modules (kerberos, node-pty & co.) build against
     ripgrep git libkrb5-dev libx11-dev libxkbfile-dev libsecret-1-dev python3 make g++
