@@ -41,6 +41,7 @@
 
 #include <assert.h>
 #include <errno.h>
+#include <stdarg.h>
 #include <http_parser.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -410,6 +411,20 @@ static void server_fail(struct spawner_server *s, const char *reason)
     free(why);
 }
 
+/* server_fail() with a printf-style reason. */
+__attribute__((format(printf, 2, 3))) static void server_failf(struct spawner_server *s,
+                                                               const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *why = NULL;
+    if (vasprintf(&why, fmt, ap) < 0)
+        why = NULL;
+    va_end(ap);
+    server_fail(s, why != NULL ? why : "the start failed");
+    free(why);
+}
+
 /* ---- the start ---- */
 
 static void on_deadline(uv_timer_t *t)
@@ -457,9 +472,7 @@ static void probe_now(struct spawner_server *s)
     s->probe = spawn_probe_tcp(s->kb->loop, ip, (int)s->kb->cfg->kube.port,
                                s->kb->cfg->kube.health_path, PROBE_TIMEOUT_MS, on_probe, s);
     if (s->probe == NULL) {
-        char *why = xasprintf("pod %s has an unusable IP address '%s'", s->pod_name, ip);
-        server_fail(s, why);
-        free(why);
+        server_failf(s, "pod %s has an unusable IP address '%s'", s->pod_name, ip);
     }
 }
 
@@ -625,10 +638,7 @@ static void on_pod_inspected(void *data, int status, json_t *body, const char *e
     json_t *labels = json_object_get(json_object_get(body, "metadata"), "labels");
     const char *hub = json_string_value(json_object_get(labels, KUBE_HUB_LABEL));
     if (!str_eq(hub, s->kb->cfg->kube.hub_name)) {
-        char *why =
-            xasprintf("the pod name %s is taken by a pod this hub does not manage", s->pod_name);
-        server_fail(s, why);
-        free(why);
+        server_failf(s, "the pod name %s is taken by a pod this hub does not manage", s->pod_name);
         return;
     }
     if (jstr(body, "metadata.deletionTimestamp") == NULL) {
@@ -667,9 +677,7 @@ static void on_pod_created(void *data, int status, json_t *body, const char *err
         return;
     }
     if (error != NULL) {
-        char *why = xasprintf("cannot create pod %s: %s", s->pod_name, error);
-        server_fail(s, why);
-        free(why);
+        server_failf(s, "cannot create pod %s: %s", s->pod_name, error);
         return;
     }
     set_str(&s->pod_uid, jstr(body, "metadata.uid"));
@@ -713,17 +721,13 @@ static void on_claim_read(void *data, int status, json_t *body, const char *erro
     assert(s->magic == KSRV_MAGIC);
     s->req = NULL;
     if (error != NULL) {
-        char *why = xasprintf("cannot read volume claim %s: %s", s->pvc_name, error);
-        server_fail(s, why);
-        free(why);
+        server_failf(s, "cannot read volume claim %s: %s", s->pvc_name, error);
         return;
     }
     set_str(&s->pvc_uid, jstr(body, "metadata.uid"));
     s->pvc_bound = str_eq(jstr(body, "status.phase"), "Bound");
     if (jstr(body, "metadata.deletionTimestamp") != NULL) {
-        char *why = xasprintf("volume claim %s is being deleted; try again shortly", s->pvc_name);
-        server_fail(s, why);
-        free(why);
+        server_failf(s, "volume claim %s is being deleted; try again shortly", s->pvc_name);
         return;
     }
     progress(s, 10, "Using the existing home volume");
@@ -747,9 +751,7 @@ static void on_claim_created(void *data, int status, json_t *body, const char *e
         return;
     }
     if (error != NULL) {
-        char *why = xasprintf("cannot create volume claim %s: %s", s->pvc_name, error);
-        server_fail(s, why);
-        free(why);
+        server_failf(s, "cannot create volume claim %s: %s", s->pvc_name, error);
         return;
     }
     set_str(&s->pvc_uid, jstr(body, "metadata.uid"));
@@ -839,10 +841,8 @@ static void on_event_event(void *data, enum k8s_watch_event ev, json_t *obj)
         if (s == NULL || s->ended || s->pvc_bound || !starting(s) || s->phase == PH_REATTACH)
             return;
         if (strcmp(reason, "ProvisioningFailed") == 0) {
-            char *why = xasprintf("the home volume claim %s cannot be provisioned: %s", s->pvc_name,
-                                  message != NULL ? message : "");
-            server_fail(s, why);
-            free(why);
+            server_failf(s, "the home volume claim %s cannot be provisioned: %s", s->pvc_name,
+                         message != NULL ? message : "");
         }
         return;
     }
@@ -855,22 +855,16 @@ static void on_event_event(void *data, enum k8s_watch_event ev, json_t *obj)
     const char *msg = message != NULL ? message : "";
     if (strcmp(reason, "FailedScheduling") == 0) {
         if (strstr(msg, "unbound immediate PersistentVolumeClaims") == NULL) {
-            char *why = xasprintf("Unschedulable: %s", msg);
-            server_fail(s, why);
-            free(why);
+            server_failf(s, "Unschedulable: %s", msg);
         }
         return;
     }
     if (strcmp(reason, "Failed") == 0 && strncmp(msg, "Failed to pull image", 20) == 0) {
-        char *why = xasprintf("ErrImagePull: %s", msg);
-        server_fail(s, why);
-        free(why);
+        server_failf(s, "ErrImagePull: %s", msg);
         return;
     }
     if (strcmp(reason, "BackOff") == 0 && strstr(msg, "restarting failed container") != NULL) {
-        char *why = xasprintf("CrashLoopBackOff: %s", msg);
-        server_fail(s, why);
-        free(why);
+        server_failf(s, "CrashLoopBackOff: %s", msg);
         return;
     }
     pod_event_progress(s, reason, msg);

@@ -828,17 +828,18 @@ int spawn_start_profile(struct spawn_manager *m, int64_t user_id, const char *na
     set_str(&u->spawner_state, NULL);
     set_state(u, SPAWN_STARTING);
     log_event(LOG_INFO, "server.start", "user", name, NULL);
-    if (m->shared && u->user_id > 0) {
-        /* Several replicas: the store decides who starts it (claim_after continues). */
-        user_emit(u, 0, "Server requested", false, false);
-        if (u->state == SPAWN_STARTING)
-            claim_begin(u, profile);
-        return 1;
-    }
-    user_persist(u);
+    /* Several replicas: the store decides who starts it (claim_after continues), and the
+     * claim writes the row. */
+    bool claim = m->shared && u->user_id > 0;
+    if (!claim)
+        user_persist(u);
     user_emit(u, 0, "Server requested", false, false);
     if (u->state != SPAWN_STARTING)
         return 1; /* a subscriber stopped it at once; it is stopping or stopped */
+    if (claim) {
+        claim_begin(u, profile);
+        return 1;
+    }
     return backend_start(u, profile);
 }
 
