@@ -157,6 +157,9 @@ static const struct config_key config_keys[] = {
      1000, NULL, NULL, "failed logins per name and address before delays begin"},
     {"auth", "throttle_max_delay", CONFIG_DURATION, OFF(auth.throttle_max_delay), "5m", 0, DAY,
      NULL, NULL, "cap of the delay that doubles with each further failed login"},
+    {"auth", "secret_file", CONFIG_STRING, OFF(auth.secret_file), "", 0, 0, NULL, NULL,
+     "file whose text (32 to 4096 characters) the hub secret is derived from; empty: the store "
+     "keeps one"},
 
     {"spawn", "spawner", CONFIG_ENUM, OFF(spawn.spawner), "local", 0, 0, spawners, NULL,
      "how servers run: local (one code-server process per user on this machine) or kubernetes "

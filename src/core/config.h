@@ -63,6 +63,7 @@ struct config {
         int64_t session_max_age;          /* seconds, default 14 days */
         int64_t throttle_free_attempts;   /* failures before delays begin, default 5 */
         int64_t throttle_max_delay;       /* seconds, cap of the growing delay, default 300 */
+        char *secret_file;                /* hub secret source; "" = the store */
     } auth;
     struct {
         char *spawner;               /* local (kubernetes later) */

@@ -3,6 +3,7 @@
 
 #include "api/api.h"
 #include "auth/password.h"
+#include "auth/secret.h"
 #include "auth/throttle.h"
 #include "auth/token.h"
 #include "core/alloc.h"
@@ -681,10 +682,37 @@ static void sync_config_admins(struct hub *hub)
     }
 }
 
+/* Reads the hub secret from auth.secret_file when one is configured. The meta table's
+ * secret is then neither read nor replaced, so emptying the key brings the old one back. */
+static int load_secret_file(struct hub *hub, const char *path)
+{
+    char err[512];
+    unsigned mode = 0;
+    int rc = auth_secret_from_file(path, hub->secret, &mode, err, sizeof err);
+    if (rc != 0) {
+        log_event(LOG_ERROR, "hub.secret_file_invalid", "file", path, "error", err,
+                  (const char *)NULL);
+        return rc;
+    }
+    if ((mode & 0004) != 0) {
+        /* A Kubernetes Secret volume is 0644 unless its defaultMode says otherwise: warn,
+         * since refusing would break the default chart, but say how to close it. */
+        char text[8];
+        snprintf(text, sizeof text, "%04o", mode & 07777u);
+        log_event(LOG_WARN, "hub.secret_file_mode", "file", path, "mode", text, "hint",
+                  "readable by others; chmod 0600, or 0440 for a group (the volume's defaultMode)",
+                  (const char *)NULL);
+    }
+    log_event(LOG_INFO, "hub.secret_from_file", "file", path, (const char *)NULL);
+    return 0;
+}
+
 static int load_secret(struct hub *hub)
 {
     char fresh[65];
     char *stored = NULL;
+    if (hub->cfg->auth.secret_file != NULL && hub->cfg->auth.secret_file[0] != '\0')
+        return load_secret_file(hub, hub->cfg->auth.secret_file);
     auth_secret_generate(fresh);
     int rc = store_meta_get_or_set(hub->store, "cookie_secret", fresh, &stored);
     sodium_memzero(fresh, sizeof fresh);

@@ -234,12 +234,13 @@ static char *password_file_read(const char *path, char **msg)
         return NULL;
     }
     struct stat sb;
-    if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && (sb.st_mode & 077) != 0) {
-        /* A Kubernetes Secret is mounted 0644 by default: warn rather than refuse. */
+    if (fstat(fd, &sb) == 0 && S_ISREG(sb.st_mode) && (sb.st_mode & 007) != 0) {
+        /* A Kubernetes Secret is mounted 0644 by default: warn rather than refuse. Group
+         * read is how a pod's fsGroup reaches it (0440), so only others count. */
         char mode[8];
         snprintf(mode, sizeof mode, "%04o", (unsigned)(sb.st_mode & 07777));
         log_event(LOG_WARN, "store.password_file_mode", "file", path, "mode", mode, "hint",
-                  "readable by group or others; chmod 0600", (const char *)NULL);
+                  "readable by others; chmod 0600 (or 0440 for a group)", (const char *)NULL);
     }
     for (;;) {
         ssize_t n = read(fd, data + len, sizeof data - 1 - len);

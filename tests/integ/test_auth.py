@@ -1,11 +1,16 @@
 """Accounts, login, sessions, CSRF, throttling and the pages' security headers."""
 
+import base64
+import hashlib
+import os
 import re
+import subprocess
 import time
 
+import pytest
 import requests
 
-from conftest import form_xsrf
+from conftest import BIN, form_xsrf
 
 
 def test_first_use_signup_then_login(hub):
@@ -266,3 +271,152 @@ def test_json_logs(make_hub):
     lines = [json.loads(line) for line in hub.log().splitlines() if line.startswith("{")]
     assert any(l["event"] == "login.ok" and l["user"] == "sam" for l in lines)
     assert any(l["event"] == "request" and l["path"] == "/hub/login" for l in lines)
+
+
+# --- the hub secret from a file (auth.secret_file) -------------------------------------------
+
+
+def _secret_key(text):
+    """The hub secret derived from a secret file's text (docs/auth.md)."""
+    return hashlib.blake2b(b"codehub-hub-secret:" + text, digest_size=32).digest()
+
+
+def _csrf_for(key, session_cookie):
+    """The CSRF token of a session under `key`, computed independently (docs/auth.md)."""
+    session_hash = hashlib.blake2b(session_cookie.encode(), digest_size=32).hexdigest()
+    mac = hashlib.blake2b(b"csrf:" + session_hash.encode(), key=key, digest_size=32).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+
+def _write_secret(path, data, mode=0o600):
+    path.write_bytes(data)
+    os.chmod(path, mode)
+
+
+def _state_change(hub, s, xsrf):
+    """A cookie-authenticated state change (creating an API token) with `xsrf` as its CSRF
+    token; returns the status: 201 when the token was accepted, 403 when not."""
+    r = s.post(hub.url + "/hub/api/users/ann/tokens", json={"note": "secret-file"},
+               headers={"X-XSRF-Token": xsrf}, timeout=30)
+    assert r.status_code in (201, 403), (r.status_code, r.text[:300])
+    return r.status_code
+
+
+def _meta_secret(hub):
+    return hub.sql("SELECT value FROM meta WHERE key = 'cookie_secret'")
+
+
+def test_secret_file_keys_csrf_tokens(make_hub, tmp_path):
+    # First without a file: the store's generated secret.
+    hub = make_hub()
+    s, _ = hub.login("ann", "password123")
+    cookie = s.cookies.get("codehub-session")
+    from_store = hub.page_xsrf(s)
+    assert _state_change(hub, s, from_store) == 201
+    meta = _meta_secret(hub)
+    assert len(meta) == 1 and len(meta[0][0]) == 64
+
+    # With a file, the secret is derived from its text (the newline is not part of it):
+    # anything that reads the same text, such as another replica, computes the same token.
+    secret = tmp_path / "hub-secret"
+    first = os.urandom(32).hex().encode()
+    _write_secret(secret, first + b"\n")
+    hub.stop()
+    hub.config_path.write_text(f"auth:\n  secret_file: {secret}\n")
+    hub.start()
+    from_file = hub.page_xsrf(s)
+    assert from_file == _csrf_for(_secret_key(first), cookie)
+    assert from_file != from_store
+    assert _state_change(hub, s, from_store) == 403
+    assert _state_change(hub, s, from_file) == 201
+    assert "hub.secret_from_file" in hub.log()
+
+    # A restart with the same file keeps the token valid.
+    hub.restart()
+    assert hub.page_xsrf(s) == from_file
+    assert _state_change(hub, s, from_file) == 201
+
+    # New content (with a CR LF this time) and a restart: the old token is refused, the
+    # session itself lives on.
+    second = os.urandom(24).hex().encode()
+    _write_secret(secret, second + b"\r\n")
+    hub.restart()
+    assert _state_change(hub, s, from_file) == 403
+    rotated = hub.page_xsrf(s)
+    assert rotated == _csrf_for(_secret_key(second), cookie)
+    assert _state_change(hub, s, rotated) == 201
+
+    # The store's secret was neither read nor replaced: without the file it is back.
+    assert _meta_secret(hub) == meta
+    hub.stop()
+    hub.config_path.write_text("")
+    hub.start()
+    assert hub.page_xsrf(s) == from_store
+    assert _state_change(hub, s, from_store) == 201
+    assert _state_change(hub, s, rotated) == 403
+    # No log line holds the secret text.
+    log = hub.log()
+    assert first.decode() not in log and second.decode() not in log
+
+
+def _serve_fails(tmp_path, config="", env=None):
+    """Runs `codehub serve` expected to stop at start-up; returns its stderr."""
+    cfg = tmp_path / "codehub.yaml"
+    cfg.write_text(config)
+    run_env = dict(os.environ)
+    for k in [k for k in run_env if k.startswith("CODEHUB_") and k != "CODEHUB_BIN"]:
+        del run_env[k]
+    run_env.update(env or {})
+    res = subprocess.run([BIN, "serve", "--config", str(cfg), "--data-dir",
+                          str(tmp_path / "data"), "--bind", "127.0.0.1:0"],
+                         capture_output=True, text=True, env=run_env, stdin=subprocess.DEVNULL,
+                         timeout=60)
+    assert res.returncode != 0, res.stderr
+    return res.stderr
+
+
+def test_secret_file_errors_stop_the_hub(tmp_path):
+    missing = tmp_path / "missing-secret"
+    short = tmp_path / "short-secret"
+    short.write_text("changeme\n")
+    too_long = tmp_path / "long-secret"
+    too_long.write_text("x" * 5000)
+    nul = tmp_path / "nul-secret"
+    nul.write_bytes(b"x" * 20 + b"\0" + b"x" * 20 + b"\n")
+    cases = [
+        (missing, "No such file or directory"),
+        (short, "holds 8 characters; at least 32 are needed"),
+        (too_long, "at most 4096 are allowed"),
+        (nul, "holds a NUL byte"),
+        (tmp_path, "Is a directory"),
+    ]
+    for path, message in cases:
+        err = _serve_fails(tmp_path, f"auth:\n  secret_file: {path}\n")
+        assert "hub.secret_file_invalid" in err, err
+        assert f"auth.secret_file {path}" in err, err
+        assert message in err, err
+        assert "hub.listening" not in err
+    # The environment variable works the same way.
+    err = _serve_fails(tmp_path, env={"CODEHUB_AUTH_SECRET_FILE": str(short)})
+    assert str(short) in err and "at least 32 are needed" in err, err
+
+
+@pytest.mark.sqlite_only
+def test_secret_file_mode_warning(make_hub, tmp_path):
+    # Laid out as a Kubernetes Secret volume: KEY -> ..data/KEY, the file 0644.
+    mount = tmp_path / "mount"
+    (mount / "..data").mkdir(parents=True)
+    text = os.urandom(32).hex().encode()
+    _write_secret(mount / "..data" / "hub-secret", text, 0o644)
+    (mount / "hub-secret").symlink_to("..data/hub-secret")
+    hub = make_hub(f"auth:\n  secret_file: {mount / 'hub-secret'}\n")
+    s, _ = hub.login("ann", "password123")
+    assert _state_change(hub, s, hub.page_xsrf(s)) == 201
+    log = hub.log()
+    assert log.count("hub.secret_file_mode") == 1
+    assert "mode=0644" in log
+    assert text.decode() not in log
+    # Readable by its owner (and group) only: no warning.
+    os.chmod(mount / "..data" / "hub-secret", 0o440)
+    hub.restart()
+    assert hub.log().count("hub.secret_file_mode") == 1

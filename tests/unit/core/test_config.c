@@ -133,6 +133,7 @@ static void test_defaults(void **state)
     assert_int_equal(cfg.auth.session_max_age, 14 * 24 * 3600);
     assert_int_equal(cfg.auth.throttle_free_attempts, 5);
     assert_int_equal(cfg.auth.throttle_max_delay, 300);
+    assert_string_equal(cfg.auth.secret_file, "");
 
     assert_int_equal(config_finish(&cfg, &errors), 0);
     assert_null(errors.data);
@@ -173,7 +174,8 @@ static const char full_file[] = "# every key, none at its default\n"
                                 "  min_password_length: 12\n"
                                 "  session_max_age: 7d\n"
                                 "  throttle_free_attempts: 0\n"
-                                "  throttle_max_delay: 90\n";
+                                "  throttle_max_delay: 90\n"
+                                "  secret_file: /etc/codehub/hub-secret\n";
 
 static void assert_full_file_values(const struct config *cfg)
 {
@@ -206,6 +208,7 @@ static void assert_full_file_values(const struct config *cfg)
     assert_int_equal(cfg->auth.session_max_age, 7 * 24 * 3600);
     assert_int_equal(cfg->auth.throttle_free_attempts, 0);
     assert_int_equal(cfg->auth.throttle_max_delay, 90);
+    assert_string_equal(cfg->auth.secret_file, "/etc/codehub/hub-secret");
 }
 
 static void test_full_valid_file(void **state)
@@ -652,6 +655,7 @@ static void test_env_overrides(void **state)
         "CODEHUB_LOG_REQUESTS=no",
         "CODEHUB_LOG_LEVEL=warn",
         "CODEHUB_STORE_URL=postgres://db/hub",
+        "CODEHUB_AUTH_SECRET_FILE=/run/secrets/hub secret",
         /* The program's and the test harness's own variables are not keys. */
         "CODEHUB_CONFIG=/etc/codehub.yaml",
         "CODEHUB_BIN=/x/codehub",
@@ -680,11 +684,13 @@ static void test_env_overrides(void **state)
     assert_false(cfg.log.requests);
     assert_string_equal(cfg.log.level, "warn");
     assert_string_equal(cfg.store.url, "postgres://db/hub");
+    assert_string_equal(cfg.auth.secret_file, "/run/secrets/hub secret");
 
-    /* An empty value empties a list. */
-    char *clear[] = {"CODEHUB_AUTH_ADMIN_USERS=", NULL};
+    /* An empty value empties a list; an empty string goes back to the default. */
+    char *clear[] = {"CODEHUB_AUTH_ADMIN_USERS=", "CODEHUB_AUTH_SECRET_FILE=", NULL};
     assert_int_equal(config_apply_env(&cfg, clear, &errors), 0);
     assert_int_equal(cfg.auth.admin_users.n, 0);
+    assert_string_equal(cfg.auth.secret_file, "");
 
     assert_int_equal(config_finish(&cfg, &errors), 0);
     assert_string_equal(cfg.server.public_url, "http://127.0.0.1:9000");
@@ -1137,6 +1143,7 @@ static void assert_configs_equal(const struct config *a, const struct config *b)
     assert_int_equal(a->auth.session_max_age, b->auth.session_max_age);
     assert_int_equal(a->auth.throttle_free_attempts, b->auth.throttle_free_attempts);
     assert_int_equal(a->auth.throttle_max_delay, b->auth.throttle_max_delay);
+    assert_string_equal(a->auth.secret_file, b->auth.secret_file);
     for (size_t i = 0; i < 3; i++) {
         assert_int_equal(la[i]->n, lb[i]->n);
         for (size_t j = 0; j < la[i]->n; j++)
@@ -1201,6 +1208,7 @@ static void test_dump_round_trip(void **state)
     assert_non_null(strstr(dump.data, "  idle_timeout: 1h\n"));
     assert_non_null(strstr(dump.data, "  session_max_age: 3661s\n"));
     assert_non_null(strstr(dump.data, "  throttle_max_delay: 90s\n"));
+    assert_non_null(strstr(dump.data, "  secret_file: \"/etc/codehub/hub-secret\"\n"));
     assert_non_null(strstr(dump.data, "  allowed_users: [\"ann\", \"bob.smith\"]\n"));
     buf_free(&dump);
     config_free(&cfg);
@@ -1234,7 +1242,7 @@ static void test_each_key(void **state)
     struct key_names keys = {.n = 0};
     config_each_key(collect_key, &keys);
     /* Every field of struct config has a row. */
-    assert_int_equal(keys.n, 82);
+    assert_int_equal(keys.n, 83);
     assert_string_equal(keys.names[0], "server.bind");
     assert_string_equal(keys.names[keys.n - 1], "kube.profiles");
     for (size_t i = 0; i < keys.n; i++) {

@@ -200,6 +200,18 @@ static void test_password_file(void **state)
     assert_null(strstr(log, shared.password));
     store_close(o.st);
     free(log);
+
+    /* Readable by the group only (a Secret mounted 0440 for the pod's fsGroup): no warning. */
+    snprintf(path, sizeof path, "%s/group", f->dir);
+    assert_true(asprintf(&text, "%s\n", shared.password) > 0);
+    write_file(path, text, 0640);
+    free(text);
+    o = (struct open_call){f->url, path, NULL, NULL};
+    log = capture_stderr(open_captured, &o);
+    assert_non_null(o.st);
+    assert_null(strstr(log, "store.password_file_mode"));
+    store_close(o.st);
+    free(log);
 }
 
 static void test_password_elsewhere(void **state)
