@@ -44,12 +44,13 @@ test-integ: build
 	@CODEHUB_BIN=$(abspath $(BUILD))/codehub CODEHUB_TEST_STORES="$(STORES)" \
 		$(PYTEST) tests/integ -q -p no:cacheprovider
 
-# Only the Kubernetes tests: the harness itself and the kubernetes spawner against a real
+# Only the Kubernetes tests: the harness, the kubernetes spawner and the Helm chart against a real
 # kube-apiserver (tests/kube, built by make deps). Part of test-integ, so of make test.
 test-kube: build
 	@scripts/build-kubetest.sh
 	@CODEHUB_BIN=$(abspath $(BUILD))/codehub $(PYTEST) -q -p no:cacheprovider \
-		tests/integ/test_kube_harness.py tests/integ/test_kube_spawner.py
+		tests/integ/test_kube_harness.py tests/integ/test_kube_spawner.py \
+		tests/integ/test_deploy_helm.py
 
 $(ASAN_BUILD)/build.ninja:
 	@cmake -S . -B $(ASAN_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCODEHUB_SANITIZE=ON >/dev/null

@@ -2,7 +2,9 @@
 # Install everything codehub needs to build, run and test, on Debian bookworm as root:
 #   1. Debian packages (only the missing ones),
 #   2. the Python venv for the tests in .deps/venv, from tests/requirements.txt,
-#   3. code-server in .deps/code-server (scripts/install-code-server.sh).
+#   3. code-server in .deps/code-server (scripts/install-code-server.sh),
+#   4. the Kubernetes test harness in .deps/kube (scripts/build-kubetest.sh),
+#   5. Helm in .deps/helm (scripts/install-helm.sh).
 # Prints nothing and takes a fraction of a second when all of it is already there; otherwise
 # one line per step, with the tool's own output in .deps/*.log, shown only on failure.
 set -euo pipefail
@@ -91,3 +93,7 @@ scripts/install-code-server.sh
 # 4. The Kubernetes test harness (tests/kube, Go): a cold build takes a few minutes, later
 #    runs are silent when the binary is newer than its sources.
 scripts/build-kubetest.sh
+
+# 5. Helm, for the chart's tests (deploy/helm/codehub): built with `go install` from its
+#    pinned module; silent when installed.
+scripts/install-helm.sh
