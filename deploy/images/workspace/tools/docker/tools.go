@@ -1,0 +1,8 @@
+//go:build tools
+
+// Package tools records the command this module builds, so that `go mod tidy` keeps every
+// module it needs in go.mod and go.sum. The Dockerfile builds it with
+// `go build github.com/docker/cli/cmd/docker`.
+package tools
+
+import _ "github.com/docker/cli/cmd/docker"
