@@ -1,7 +1,6 @@
 """The HTTP server: keep-alive, pipelining, limits, timeouts and strict request
 validation, against the real binary over real sockets."""
 
-import os
 import resource
 import signal
 import socket
@@ -12,6 +11,7 @@ import time
 import pytest
 import requests
 
+from conftest import BIN
 from rawhttp import closed_by_peer, connect, exchange, read_response, read_responses
 
 GET = b"GET /hub/health HTTP/1.1\r\nHost: x\r\n\r\n"
@@ -224,7 +224,7 @@ def test_survives_emfile(tmp_path, make_hub):
 
     hub.log_file = open(hub.log_path, "ab")
     hub.proc = subprocess.Popen(
-        [os.environ.get("CODEHUB_BIN"), "serve", *hub.args(), "--bind", f"127.0.0.1:{hub.port}"],
+        [BIN, "serve", *hub.args(), "--bind", f"127.0.0.1:{hub.port}"],
         stdout=hub.log_file, stderr=subprocess.STDOUT, env=env, preexec_fn=limit)
     hub.wait_ready()
     socks = []
