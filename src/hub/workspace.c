@@ -115,6 +115,12 @@ static void forwarded_values(struct hub *hub, const struct http_request *req, st
         *proto = "https";
     const char *their_host = trusted ? http_request_header(req, "X-Forwarded-Host") : NULL;
     *host = their_host != NULL ? their_host : http_request_header(req, "Host");
+    if (*host == NULL && hub->public_origin != NULL) {
+        /* HTTP/1.0 may come without a Host: the upstream gets the public one (never a
+         * made-up name), as Host and as X-Forwarded-Host. */
+        const char *sep = strstr(hub->public_origin, "://");
+        *host = sep != NULL ? sep + 3 : NULL;
+    }
 }
 
 static bool is_codehub_cookie(const char *name, size_t len, void *data)
