@@ -11,6 +11,7 @@
  * and we need a line and column for every error. Walking events also lets us report
  * duplicate keys ourselves, with the section.key they belong to, instead of letting the
  * document builder stop at the first one. */
+#include "core/utf8.h"
 #include "core/config.h"
 
 #include "core/alloc.h"
@@ -578,7 +579,7 @@ static int check_range(const struct config_key *k, int64_t v, struct buf *msg)
 
 /* ---- text checks ---- */
 
-/* Rejects control characters and malformed UTF-8: the file reader guarantees UTF-8, but
+/* Rejects control characters and malformed UTF-8: config_load_file checks the file is UTF-8, but
  * environment values and flags are raw bytes, and config_dump must be able to write every
  * value back as a YAML string that reads the same. */
 static int check_text(const char *s, struct buf *msg)
@@ -2220,6 +2221,13 @@ int config_load_file(struct config *cfg, const char *path, struct buf *errors)
     int r = read_file(path, &data, &len, ld.errors);
     if (r < 0)
         goto out;
+    size_t bad = utf8_invalid_at(data, len);
+    if (bad < len) {
+        emit_linef(ld.errors, "%s:%d: not valid UTF-8 (byte %zu)", path, utf8_line_of(data, bad),
+                   bad + 1);
+        r = -EINVAL;
+        goto out;
+    }
 
     struct fy_diag_cfg dcfg;
     fy_diag_cfg_default(&dcfg);

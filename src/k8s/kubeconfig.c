@@ -10,6 +10,7 @@
 
 #include "core/alloc.h"
 #include "core/buf.h"
+#include "core/utf8.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -169,10 +170,21 @@ static void kc_fail(struct kc *kc, int rc, int line, const char *key, const char
     buf_append_str(&b, ": ");
     if (key)
         buf_appendf(&b, "%s: ", key);
+    struct buf text = BUF_INIT;
     va_list ap;
     va_start(ap, fmt);
-    buf_vappendf(&b, fmt, ap);
+    buf_vappendf(&text, fmt, ap);
     va_end(ap);
+    /* Messages quote values from the file: a control character there (a newline in a
+     * quoted namespace) must not split the one-line message or forge a log line. */
+    for (size_t i = 0; i < text.len; i++) {
+        unsigned char c = (unsigned char)text.data[i];
+        if (c < 0x20 || c == 0x7f)
+            buf_appendf(&b, "\\x%02x", c);
+        else
+            buf_append_char(&b, (char)c);
+    }
+    buf_free(&text);
     kc->err = buf_steal(&b);
     kc->rc = rc;
 }
@@ -672,6 +684,12 @@ int k8s_config_load_kubeconfig(const char *path, const char *context, struct k8s
     if (r < 0) {
         kc_fail(&kc, r == -EFBIG ? -EINVAL : -ENOENT, 0, NULL, "cannot read: %s",
                 r == -EFBIG ? "larger than 4 MiB" : strerror(-r));
+        goto fail;
+    }
+    size_t bad = utf8_invalid_at(data, len);
+    if (bad < len) {
+        /* Checked before libfyaml sees it: some malformed input makes it loop forever. */
+        kc_fail(&kc, -EINVAL, utf8_line_of(data, bad), NULL, "not valid UTF-8 (byte %zu)", bad + 1);
         goto fail;
     }
     const char *slash = strrchr(path, '/');
