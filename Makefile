@@ -32,6 +32,7 @@ test:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory build
 	@$(MAKE) --no-print-directory test-unit
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS)
 	@$(MAKE) --no-print-directory test-integ
 
 test-unit: build
@@ -68,9 +69,12 @@ asan:
 
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECONDS ?= 60
+# make test runs every driver this long (its saved reproducers first): a smoke run, not a hunt.
+FUZZ_SMOKE_SECONDS ?= 10
 
-# Every libFuzzer driver in fuzz/ for FUZZ_SECONDS each, from its seed corpus (copied to
-# an ignored folder so the checked-in seeds stay small) with its dictionary.
+# Every libFuzzer driver in fuzz/: its saved reproducers (fuzz/regressions/), then
+# FUZZ_SECONDS of fuzzing from its seed corpus (copied to an ignored folder so the
+# checked-in seeds stay small) with its dictionary.
 fuzz:
 	@$(MAKE) --no-print-directory deps
 	@CC=clang cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
