@@ -738,6 +738,9 @@ int hub_serve(struct config *cfg)
     if (getenv("UV_THREADPOOL_SIZE") == NULL)
         setenv("UV_THREADPOOL_SIZE", "8", 1);
     signal(SIGPIPE, SIG_IGN);
+    /* A file-size limit (RLIMIT_FSIZE) reached by the store is a failed write (EFBIG) that
+     * the store reports, not a reason to die. */
+    signal(SIGXFSZ, SIG_IGN);
     hub->loop = uv_default_loop();
 
     char *err = NULL;

@@ -515,6 +515,18 @@ static void on_tick(uv_timer_t *t)
 }
 
 /* What went wrong with a pod that is not running, or NULL. Caller frees. */
+
+/* True for the scheduler's messages about a state that passes by itself, so that they do not
+ * fail a start early: the user's claim not bound yet (a claim that cannot bind says so with
+ * ProvisioningFailed), or not yet in the scheduler's view of claims at all (it lags behind
+ * the claim the hub has just created, e.g. right after the API server came back). A claim
+ * that really stays missing ends the start at spawn.start_timeout. */
+static bool scheduling_will_retry(const char *msg)
+{
+    return strstr(msg, "unbound immediate PersistentVolumeClaims") != NULL ||
+           (strstr(msg, "persistentvolumeclaim \"") != NULL && strstr(msg, "\" not found") != NULL);
+}
+
 static char *pod_problem(json_t *pod)
 {
     static const char *const fatal[] = {
@@ -552,9 +564,7 @@ static char *pod_problem(json_t *pod)
             !str_eq(jstr(c, "reason"), "Unschedulable"))
             continue;
         const char *msg = jstr(c, "message");
-        /* Waiting for the claim to bind is normal for a moment after it was created; a claim
-         * that cannot bind says so with ProvisioningFailed. */
-        if (msg != NULL && strstr(msg, "unbound immediate PersistentVolumeClaims") != NULL)
+        if (msg != NULL && scheduling_will_retry(msg))
             continue;
         return xasprintf("Unschedulable: %s", msg != NULL ? msg : "no node fits the pod");
     }
@@ -854,7 +864,7 @@ static void on_event_event(void *data, enum k8s_watch_event ev, json_t *obj)
         return;
     const char *msg = message != NULL ? message : "";
     if (strcmp(reason, "FailedScheduling") == 0) {
-        if (strstr(msg, "unbound immediate PersistentVolumeClaims") == NULL) {
+        if (!scheduling_will_retry(msg)) {
             server_failf(s, "Unschedulable: %s", msg);
         }
         return;

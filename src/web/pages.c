@@ -311,7 +311,9 @@ static enum login_outcome login_check(struct hub_call *call, const char *name, c
     return store_user_get(hub->store, name, user) == 0 ? LOGIN_OK : LOGIN_STORE;
 }
 
-static void start_session(struct hub_call *call, const struct store_user *user)
+/* Creates a session for `user` and sets its cookie. Returns 0, or the store's negative
+ * errno (no cookie set then: the caller says the store is unreachable). */
+static int start_session(struct hub_call *call, const struct store_user *user)
 {
     struct hub *hub = call->hub;
     char *token = auth_token_new("");
@@ -324,9 +326,13 @@ static void start_session(struct hub_call *call, const struct store_user *user)
     if (rc == 0) {
         hub_set_session_cookie(call, token);
         metric_add(hub->metrics.sessions, 1);
+    } else {
+        log_event(LOG_ERROR, "store.error", "op", "session_create", "user", user->name, "error",
+                  strerror(-rc), (const char *)NULL);
     }
     sodium_memzero(token, strlen(token));
     free(token);
+    return rc;
 }
 
 static void login_post(struct hub_call *call)
@@ -401,8 +407,14 @@ static void login_post(struct hub_call *call)
         auth_throttle_succeed(hub->throttle, key_addr);
         metric_add(hub->metrics.logins_ok, 1);
         log_event(LOG_INFO, "login.ok", "user", name, "addr", req->remote_addr, (const char *)NULL);
+        if (start_session(call, &user) != 0) {
+            /* Without a session the redirect would land on the login form again, silently. */
+            render_login(call, 503, "The hub cannot reach its store right now. Try again shortly.",
+                         next, name);
+            http_response_header(&call->ex->res, "Retry-After", "1");
+            break;
+        }
         store_event_add(hub->store, "login.ok", name, name, req->remote_addr);
-        start_session(call, &user);
         hub_respond_redirect(call, 303, next ? next : "/hub/home");
         call->ex->log_user = NULL;
         break;
@@ -541,7 +553,13 @@ static void password_post(struct hub_call *call)
     /* Every other session of this user ended with the change; this browser gets a fresh
      * one so that it stays signed in. */
     hub_identity_cache_forget_user(hub->identities, call->id.name);
-    start_session(call, &user);
+    if (start_session(call, &user) != 0) {
+        render_password(call, 503,
+                        "Your password was changed, but the hub cannot reach its store to keep "
+                        "you signed in: log in again shortly.",
+                        NULL);
+        goto out;
+    }
     store_event_add(hub->store, "user.password", call->id.name, call->id.name, "changed");
     log_event(LOG_INFO, "user.password", "user", call->id.name, "addr", req->remote_addr,
               (const char *)NULL);
