@@ -16,6 +16,7 @@
  *   - the raw bytes too, since error messages quote them: api_text_sanitize and
  *     api_model_text must cope with anything, invalid UTF-8 included.
  * Each of these is checked against an independent statement of its rule written here. */
+#include "fuzz_check.h"
 #include "api/model.h"
 #include "auth/password.h"
 #include "auth/username.h"
@@ -35,16 +36,6 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define MAX_NAMES 16
-
-/* An invariant that does not hold is a finding: say which one, then crash for libFuzzer. */
-#define check(ok) check_at((ok), __LINE__)
-static void check_at(int ok, int line)
-{
-    if (!ok) {
-        fprintf(stderr, "fuzz/fuzz_api_body.c:%d: invariant violated\n", line);
-        abort();
-    }
-}
 
 /* ---- independent rules ------------------------------------------------------------- */
 

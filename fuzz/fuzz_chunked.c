@@ -16,6 +16,7 @@
  *
  * Input layout: byte 0 picks the message kind, the limits and the pause rhythm; bytes 1..3
  * pick the piece sizes of run 2; the rest is the body. */
+#include "fuzz_check.h"
 #include "core/buf.h"
 #include "http/parse.h"
 
@@ -34,16 +35,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define REF_MAX_SIZE ((uint64_t)1 << 62)
 
 enum outcome { OUT_MORE, OUT_DONE, OUT_ERROR };
-
-/* An invariant that does not hold is a finding: say which one, then crash for libFuzzer. */
-#define check(ok) check_at((ok), __LINE__)
-static void check_at(int ok, int line)
-{
-    if (!ok) {
-        fprintf(stderr, "fuzz/fuzz_chunked.c:%d: invariant violated\n", line);
-        abort();
-    }
-}
 
 /* ---- the code under test, fed as a connection would ---------------------------------- */
 

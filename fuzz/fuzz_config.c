@@ -12,6 +12,7 @@
  *   - the values config_finish accepted are usable: server.bind splits into host and port,
  *     and the kubernetes spawner builds a pod for every profile and a volume claim, since
  *     config_finish is what stands between a config file and those manifests. */
+#include "fuzz_check.h"
 #include "core/buf.h"
 #include "core/config.h"
 #include "spawn/kube.h"
@@ -27,16 +28,6 @@
 #include <unistd.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* An invariant that does not hold is a finding: say which one, then crash for libFuzzer. */
-#define check(ok) check_at((ok), __LINE__)
-static void check_at(int ok, int line)
-{
-    if (!ok) {
-        fprintf(stderr, "fuzz/fuzz_config.c:%d: invariant violated\n", line);
-        abort();
-    }
-}
 
 struct memfile {
     int fd;

@@ -15,6 +15,7 @@
  *   - at most one source for the CA, for the certificate and for the key; a certificate
  *     exactly when a key; inline values are PEM; the token has no control character; every
  *     file named is readable; plain HTTP is never allowed. */
+#include "fuzz_check.h"
 #include "k8s/kubeconfig.h"
 
 #include <errno.h>
@@ -27,16 +28,6 @@
 #include <unistd.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* An invariant that does not hold is a finding: say which one, then crash for libFuzzer. */
-#define check(ok) check_at((ok), __LINE__)
-static void check_at(int ok, int line)
-{
-    if (!ok) {
-        fprintf(stderr, "fuzz/fuzz_kubeconfig.c:%d: invariant violated\n", line);
-        abort();
-    }
-}
 
 static char dir[64];
 static char path[96];

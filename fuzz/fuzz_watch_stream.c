@@ -16,6 +16,7 @@
  *
  * Input layout: byte 0 picks the line cap and when the callback stops; bytes 1..3 pick the
  * piece sizes of run 2; the rest is the stream. */
+#include "fuzz_check.h"
 #include "core/buf.h"
 #include "k8s/framer.h"
 
@@ -30,16 +31,6 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 #define PREFIX 4
-
-/* An invariant that does not hold is a finding: say which one, then crash for libFuzzer. */
-#define check(ok) check_at((ok), __LINE__)
-static void check_at(int ok, int line)
-{
-    if (!ok) {
-        fprintf(stderr, "fuzz/fuzz_watch_stream.c:%d: invariant violated\n", line);
-        abort();
-    }
-}
 
 struct trace {
     struct buf lines; /* each line as "<len>:<bytes>\n" */

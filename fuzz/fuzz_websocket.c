@@ -15,6 +15,7 @@
  * through the activity classifier the same two ways. Frames, unmasked payload bytes,
  * frame counts, the error and the activity counts must not depend on the cut, and must
  * match a whole-buffer frame reader written here from RFC 6455 5.2. */
+#include "fuzz_check.h"
 #include "http/parse.h"
 #include "http/server.h"
 #include "http/websocket.h"
@@ -30,16 +31,6 @@
 #include <strings.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-/* An invariant that does not hold is a finding: say which one, then crash for libFuzzer. */
-#define check(ok) check_at((ok), __LINE__)
-static void check_at(int ok, int line)
-{
-    if (!ok) {
-        fprintf(stderr, "fuzz/fuzz_websocket.c:%d: invariant violated\n", line);
-        abort();
-    }
-}
 
 /* ---- the handshake ----------------------------------------------------------------- */
 

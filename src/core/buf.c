@@ -58,6 +58,21 @@ void buf_appendf(struct buf *b, const char *fmt, ...)
     va_end(ap);
 }
 
+void buf_append_escaped(struct buf *b, const char *s, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '\n')
+            buf_append_str(b, "\\n");
+        else if (c == '\t')
+            buf_append_str(b, "\\t");
+        else if (c < 0x20 || c == 0x7f)
+            buf_appendf(b, "\\x%02x", c);
+        else
+            buf_append_char(b, (char)c);
+    }
+}
+
 void buf_append_html(struct buf *b, const char *s)
 {
     for (; *s; s++) {

@@ -23,6 +23,9 @@ void buf_append_str(struct buf *b, const char *s);
 void buf_append_char(struct buf *b, char c);
 void buf_appendf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_vappendf(struct buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
+/* Appends `len` bytes of `s` with control characters written as \n, \t or \xNN, so that a
+ * value quoted in a one-line message can never split it or forge a second line. */
+void buf_append_escaped(struct buf *b, const char *s, size_t len);
 /* Appends `s` with &, <, >, " and ' replaced by HTML entities. */
 void buf_append_html(struct buf *b, const char *s);
 /* Drops the first `n` bytes, moving the rest to the front. */

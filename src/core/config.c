@@ -456,16 +456,7 @@ static void append_sections(struct buf *out)
  * are quoted in messages, and one holding a newline must not split an error in two. */
 static void emit_line(struct buf *out, const char *line)
 {
-    for (const unsigned char *p = (const unsigned char *)line; *p; p++) {
-        if (*p == '\n')
-            buf_append_str(out, "\\n");
-        else if (*p == '\t')
-            buf_append_str(out, "\\t");
-        else if (*p < 0x20 || *p == 0x7f)
-            buf_appendf(out, "\\x%02x", *p);
-        else
-            buf_append_char(out, (char)*p);
-    }
+    buf_append_escaped(out, line, strlen(line));
     buf_append_char(out, '\n');
 }
 
@@ -584,34 +575,18 @@ static int check_range(const struct config_key *k, int64_t v, struct buf *msg)
  * value back as a YAML string that reads the same. */
 static int check_text(const char *s, struct buf *msg)
 {
-    const unsigned char *p = (const unsigned char *)s;
-    while (*p) {
-        unsigned c = *p;
-        int extra;
-        if (c < 0x20 || c == 0x7f) {
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p < 0x20 || *p == 0x7f) {
             buf_append_str(msg, "control characters are not allowed");
             return -EINVAL;
         }
-        if (c < 0x80)
-            extra = 0;
-        else if (c >= 0xc2 && c <= 0xdf)
-            extra = 1;
-        else if (c >= 0xe0 && c <= 0xef)
-            extra = 2;
-        else if (c >= 0xf0 && c <= 0xf4)
-            extra = 3;
-        else
-            goto bad_utf8;
-        p++;
-        for (int i = 0; i < extra; i++, p++) {
-            if ((*p & 0xc0) != 0x80)
-                goto bad_utf8;
-        }
+    }
+    size_t len = strlen(s);
+    if (utf8_invalid_at(s, len) < len) {
+        buf_append_str(msg, "not valid UTF-8");
+        return -EINVAL;
     }
     return 0;
-bad_utf8:
-    buf_append_str(msg, "not valid UTF-8");
-    return -EINVAL;
 }
 
 /* An RFC 1123 host name: dot-separated labels of letters, digits and inner hyphens.

@@ -177,13 +177,7 @@ static void kc_fail(struct kc *kc, int rc, int line, const char *key, const char
     va_end(ap);
     /* Messages quote values from the file: a control character there (a newline in a
      * quoted namespace) must not split the one-line message or forge a log line. */
-    for (size_t i = 0; i < text.len; i++) {
-        unsigned char c = (unsigned char)text.data[i];
-        if (c < 0x20 || c == 0x7f)
-            buf_appendf(&b, "\\x%02x", c);
-        else
-            buf_append_char(&b, (char)c);
-    }
+    buf_append_escaped(&b, text.data, text.len);
     buf_free(&text);
     kc->err = buf_steal(&b);
     kc->rc = rc;

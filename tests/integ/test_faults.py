@@ -27,8 +27,8 @@ import kube_util
 from kube_util import pvc
 from rawhttp import read_response
 from test_workspace import ws_handshake
-from workspace_util import (FAST, progress_events, spawner_state, start_server, vscode_page,
-                            wait_state)
+from workspace_util import (FAST, code_server_groups, progress_events, spawner_state,
+                            start_server, vscode_page, wait_state)
 
 kube = kube_util.kube  # the session fixture (one cluster shared with other modules)
 
@@ -60,33 +60,6 @@ def launcher(tmp_path, name, body):
 
 def with_launcher(path, extra=""):
     return FAST.replace("local:\n", f"local:\n  code_server: {path}\n{extra}")
-
-
-def code_server_groups(data_dir, name):
-    """Process groups of NAME's code-servers: processes (not zombies) working in NAME's
-    home whose command line names a code-server (the launcher scripts here are all called
-    *-code-server), one group per server. Other processes there (a home's venv step cut
-    short by a kill) are not servers."""
-    groups = set()
-    home = str(data_dir / "users" / name)
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cwd = os.readlink(f"/proc/{pid}/cwd")
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read()
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmdline = f.read()
-        except OSError:
-            continue
-        if b"code-server" not in cmdline:
-            continue
-        if cwd == home or cwd.startswith(home + "/"):
-            fields = stat.rsplit(")", 1)[1].split()
-            if fields[0] != "Z":
-                groups.add(int(fields[2]))
-    return groups
 
 
 def alive(pid):

@@ -6,7 +6,6 @@ Replicas on one machine share the data directory (the local spawner's sockets li
 as they would share a volume. Everything is real: two codehub processes, code-server, a
 PostgreSQL server from Debian's packages, and for the last test the kube-apiserver."""
 
-import os
 import tempfile
 import threading
 import time
@@ -18,7 +17,7 @@ import requests
 from conftest import new_pg_server, pg_server
 from kube_util import kube  # noqa: F401  (the session fixture)
 from test_workspace import ws_handshake
-from workspace_util import FAST, start_server, vscode_page, wait_state
+from workspace_util import FAST, code_server_groups, start_server, vscode_page, wait_state
 
 pytestmark = pytest.mark.postgres_only
 
@@ -47,27 +46,6 @@ def session_on(hub, cookie):
     s = hub.session()
     s.cookies.set("codehub-session", cookie)
     return s
-
-
-def code_server_groups(data_dir, name):
-    """Process groups of the code-servers running for NAME (by their working directory,
-    the user's home below the shared data dir)."""
-    groups = set()
-    home = str(data_dir / "users" / name)
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cwd = os.readlink(f"/proc/{pid}/cwd")
-            with open(f"/proc/{pid}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        if cwd == home or cwd.startswith(home + "/"):
-            fields = stat.rsplit(")", 1)[1].split()
-            if fields[0] != "Z":
-                groups.add(int(fields[2]))
-    return groups
 
 
 def wait_for(pred, timeout, what):

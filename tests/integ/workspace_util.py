@@ -1,6 +1,7 @@
 """Helpers for tests that start real code-server workspaces through the hub."""
 
 import json
+import os
 import re
 import time
 
@@ -70,3 +71,30 @@ def vscode_page(hub, s, name):
     """GETs NAME's workspace root through the proxy, following code-server's redirect."""
     r = s.get(hub.url + f"/user/{name}/", headers={"Accept": "text/html"}, timeout=30)
     return r
+
+
+def code_server_groups(data_dir, name):
+    """Process groups of NAME's code-servers: processes (not zombies) working in NAME's
+    home whose command line names a code-server (the launcher scripts here are all called
+    *-code-server), one group per server. Other processes there (a home's venv step cut
+    short by a kill) are not servers."""
+    groups = set()
+    home = str(data_dir / "users" / name)
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if b"code-server" not in cmdline:
+            continue
+        if cwd == home or cwd.startswith(home + "/"):
+            fields = stat.rsplit(")", 1)[1].split()
+            if fields[0] != "Z":
+                groups.add(int(fields[2]))
+    return groups
