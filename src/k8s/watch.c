@@ -59,6 +59,7 @@ struct k8s_watch {
     uv_timer_t timer;
     unsigned failures;    /* consecutive, for the backoff */
     bool stream_progress; /* the current stream delivered a line */
+    bool fresh_from_list; /* no event or bookmark since the last LIST: a 410 now is a loop */
     uint64_t stream_started_ms;
     struct k8s_watch_stats stats;
 };
@@ -297,6 +298,7 @@ static void apply_list(struct k8s_watch *w)
     w->stats.synced = true;
     if (!emit(w, K8S_WATCH_SYNCED, NULL))
         return;
+    w->fresh_from_list = true;
     start_watch(w);
 }
 
@@ -354,6 +356,19 @@ static void on_list(void *data, int status, json_t *body, const char *error)
 
 /* ---- WATCH ---- */
 
+/* The server answered the watch with 410 Gone: it is up, and our resourceVersion is older than
+ * the history it keeps. Relist at once, whatever failed before: the failures counted an outage
+ * the server has come back from, and waiting them out would leave the cache stale for up to
+ * backoff_max_ms. Only a 410 before anything came since the last LIST means a server that
+ * keeps doing this, and that one waits, like any other failure. */
+static void restart_gone(struct k8s_watch *w, const char *why)
+{
+    bool looping = w->fresh_from_list;
+    if (!looping)
+        w->failures = 0;
+    restart(w, true, !looping, false, why);
+}
+
 static int on_line(void *data, const char *line, size_t len)
 {
     struct k8s_watch *w = data;
@@ -375,6 +390,7 @@ static int on_line(void *data, const char *line, size_t len)
 
     if (strcmp(type, "BOOKMARK") == 0) {
         w->failures = 0;
+        w->fresh_from_list = false;
         w->stats.bookmarks++;
         set_rv(w, meta_str(obj, "resourceVersion"));
         goto out;
@@ -386,7 +402,7 @@ static int on_line(void *data, const char *line, size_t len)
         w->stats.errors++;
         if (code == 410 ||
             (reason && (strcmp(reason, "Expired") == 0 || strcmp(reason, "Gone") == 0))) {
-            restart(w, true, true, false, msg ? msg : "resourceVersion expired");
+            restart_gone(w, msg ? msg : "resourceVersion expired");
         } else {
             restart(w, false, false, true, msg ? msg : "ERROR event");
         }
@@ -395,6 +411,7 @@ static int on_line(void *data, const char *line, size_t len)
     }
     /* An event or a bookmark: the server is sane too, so the backoff starts over. */
     w->failures = 0;
+    w->fresh_from_list = false;
     bool added = strcmp(type, "ADDED") == 0;
     bool modified = strcmp(type, "MODIFIED") == 0;
     bool deleted = strcmp(type, "DELETED") == 0;
@@ -446,7 +463,7 @@ static void on_stream_done(void *data, int status, json_t *body, const char *err
     w->req = NULL;
     if (status == 410) {
         w->stats.errors++;
-        restart(w, true, true, false, error);
+        restart_gone(w, error);
     } else if (error) {
         w->stats.errors++;
         restart(w, false, false, true, error);

@@ -39,6 +39,7 @@ struct fx {
     int fail_lists;      /* answer the next N lists with 500 */
     int expire_continue; /* answer the next N continued pages with 410 */
     int watch_gone;      /* answer the next N watches with HTTP 410 */
+    int fail_watches;    /* answer the next N watches with 503, as an API server going away */
     struct fake_conn *stream;
     char *urls[MAX_REQS]; /* every request's URL */
     uint64_t at[MAX_REQS];
@@ -192,6 +193,11 @@ static void handler(void *data, struct fake_request *req)
         return;
     }
     f->watches++;
+    if (f->fail_watches > 0) {
+        f->fail_watches--;
+        fake_respond_status(req->conn, 503, "ServiceUnavailable", "apiserver is shutting down");
+        return;
+    }
     if (f->watch_gone > 0) {
         f->watch_gone--;
         fake_respond_status(req->conn, 410, "Expired", "too old resource version");
@@ -589,6 +595,56 @@ static void test_http_410_on_watch(void **state)
     assert_int_equal(f->lists, 2);
 }
 
+/* An outage, then the API server is back and has forgotten our resourceVersion: the relist
+ * comes at once, not after the backoff the outage built up. */
+static void test_410_after_outage_relists_at_once(void **state)
+{
+    struct fx *f = *state;
+    api_put(f, "a", "Running");
+    struct k8s_watch_options o = opts();
+    o.backoff_min_ms = 100;
+    o.backoff_max_ms = 10000;
+    start(f, &o);
+    wait_synced(f, 1);
+    send_event(f, "MODIFIED", api_put(f, "a", "Failed"));
+    wait_events(f, 2);
+    /* Four watches fail (the delays grow to 400..800 ms), the fifth is told 410. */
+    f->fail_watches = 4;
+    f->watch_gone = 1;
+    fake_conn_drop(f->stream);
+    wait_watches(f, 6);
+    wait_synced(f, 2);
+    assert_int_equal(f->lists, 2);
+    /* requests: list, watch, 4 failed watches, the 410'd watch, the relist, its watch */
+    assert_int_equal(f->nurls, 9);
+    assert_true(f->at[5] - f->at[4] >= 150); /* the backoff did grow: 200..400 ms */
+    uint64_t relist_gap = f->at[7] - f->at[6];
+    assert_true(relist_gap < 100); /* the old code waited 800..1600 ms here */
+    char *log = take_log(f);
+    assert_string_equal(log, "ADDED ns1/a 1;SYNCED;MODIFIED ns1/a 2;SYNCED;");
+    free(log);
+    assert_int_equal(stats(f).relists, 1);
+}
+
+/* A server that answers 410 to every watch straight after a LIST is not relisted in a tight
+ * loop: from the second time on, each relist waits a backoff. */
+static void test_410_right_after_list_backs_off(void **state)
+{
+    struct fx *f = *state;
+    api_put(f, "a", "Running");
+    f->watch_gone = 3;
+    struct k8s_watch_options o = opts();
+    o.backoff_min_ms = 100;
+    o.backoff_max_ms = 10000;
+    start(f, &o);
+    wait_synced(f, 4);
+    assert_int_equal(f->lists, 4);
+    /* requests: list, 410, list, 410, list, 410, list, watch */
+    assert_int_equal(f->nurls, 8);
+    for (int i = 2; i <= 6; i += 2)
+        assert_true(f->at[i] - f->at[i - 1] >= 45); /* 50..100 ms each */
+}
+
 static void test_silent_stream_restarted(void **state)
 {
     struct fx *f = *state;
@@ -907,6 +963,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bookmark_and_clean_end, setup, teardown),
         cmocka_unit_test_setup_teardown(test_410_mid_stream_relists, setup, teardown),
         cmocka_unit_test_setup_teardown(test_http_410_on_watch, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_410_after_outage_relists_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_410_right_after_list_backs_off, setup, teardown),
         cmocka_unit_test_setup_teardown(test_silent_stream_restarted, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dropped_connection_reconnects, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_500_retried_with_backoff, setup, teardown),
