@@ -32,7 +32,7 @@ test:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory build
 	@$(MAKE) --no-print-directory test-unit
-	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS)
+	@$(MAKE) --no-print-directory fuzz FUZZ_RUNS=$(FUZZ_SMOKE_RUNS)
 	@$(MAKE) --no-print-directory test-integ
 
 test-unit: build
@@ -69,18 +69,20 @@ asan:
 
 FUZZ_BUILD   ?= build-fuzz
 FUZZ_SECONDS ?= 60
-# make test runs every driver this long (its saved reproducers first): a smoke run, not a hunt.
-FUZZ_SMOKE_SECONDS ?= 10
+# make test runs every driver for this many inputs (a tenth for the slower YAML drivers), after
+# its saved reproducers, with seed 1 from a fresh corpus: a smoke run, not a hunt, and the
+# same inputs on every machine, so a finding in CI is a finding here.
+FUZZ_SMOKE_RUNS ?= 300000
 
 # Every libFuzzer driver in fuzz/: its saved reproducers (fuzz/regressions/), then
-# FUZZ_SECONDS of fuzzing from its seed corpus (copied to an ignored folder so the
-# checked-in seeds stay small) with its dictionary.
+# FUZZ_SECONDS of fuzzing (or, with FUZZ_RUNS set, that many inputs from seed 1) from its seed
+# corpus (copied to an ignored folder so the checked-in seeds stay small) with its dictionary.
 fuzz:
 	@$(MAKE) --no-print-directory deps
 	@CC=clang cmake -S . -B $(FUZZ_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
 		-DCODEHUB_FUZZ=ON >/dev/null
 	@cmake --build $(FUZZ_BUILD) -j $(JOBS) --target $$(cd fuzz && ls fuzz_*.c | sed 's/\.c$$//')
-	@scripts/fuzz.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
+	@scripts/fuzz.sh $(FUZZ_BUILD) $(if $(FUZZ_RUNS),--runs $(FUZZ_RUNS),$(FUZZ_SECONDS))
 
 # Benchmarks beside their peers (nginx, …), one run on this machine; writes
 # docs/benchmarks.md tables and bench/results/*.json. See bench/README.md.
