@@ -664,6 +664,25 @@ void k8s_request_cancel(struct k8s_request *r)
     client_leave(c);
 }
 
+/* Whether `result` means the request never got an answer from the server: it was down,
+ * restarting or out of reach. Users see "unreachable" rather than curl's socket detail (a
+ * request written into a connection the restarting server had just closed fails with
+ * "Send failure: Broken pipe"). */
+static bool transport_failure(CURLcode result)
+{
+    switch (result) {
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
+    case CURLE_GOT_NOTHING:
+    case CURLE_OPERATION_TIMEDOUT:
+        return true;
+    default:
+        return false;
+    }
+}
+
 /* Hands a finished request's result to its callback, or sends it again after a 401 when
  * the token file held a new token. */
 static void req_finish(struct k8s_request *r, CURLcode result)
@@ -692,6 +711,9 @@ static void req_finish(struct k8s_request *r, CURLcode result)
                                     r->stream ? (size_t)MAX_ERROR_BODY : c->opt.max_body);
         else if (r->consumer_stop)
             error = "stream stopped by the consumer";
+        else if (transport_failure(result))
+            error = msg = xasprintf("the API server is unreachable (%s)",
+                                    r->errbuf[0] ? r->errbuf : curl_easy_strerror(result));
         else
             error = r->errbuf[0] ? r->errbuf : curl_easy_strerror(result);
         if (r->too_large || !r->stream)

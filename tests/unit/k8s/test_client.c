@@ -413,6 +413,7 @@ static void test_timeout(void **state)
     assert_int_equal(f->res[0].status, 0);
     assert_null(f->res[0].body);
     assert_non_null(strstr(f->res[0].error, "timed out"));
+    assert_non_null(strstr(f->res[0].error, "the API server is unreachable"));
 }
 
 static void test_connection_refused(void **state)
@@ -442,6 +443,8 @@ static void test_connection_refused(void **state)
     assert_true(run_until(&f->loop, &f->tick, done0, f, 3000));
     assert_int_equal(f->res[0].status, 0);
     assert_non_null(f->res[0].error);
+    /* Users read this in a failed spawn: what happened, not curl's socket detail alone. */
+    assert_non_null(strstr(f->res[0].error, "the API server is unreachable ("));
     assert_null(f->res[0].body);
 }
 
