@@ -62,6 +62,7 @@ static int check_store_url(const char *value, struct buf *msg);
 
 static int check_env_entry(const char *value, struct buf *msg);
 static int check_k8s_name(const char *value, struct buf *msg);
+static int check_subdomain_parent(const char *value, struct buf *msg);
 static int check_label_value(const char *value, struct buf *msg);
 static int check_abs_path(const char *value, struct buf *msg);
 static int check_quantity(const char *value, struct buf *msg);
@@ -202,6 +203,10 @@ static const struct config_key config_keys[] = {
     {"proxy", "upstream_max_conns", CONFIG_INTEGER, OFF(proxy.upstream_max_conns), "256", 0, 65536,
      NULL, NULL,
      "HTTP connections open to one workspace server at once; more requests wait (0: no cap)"},
+    {"proxy", "user_subdomains", CONFIG_STRING, OFF(proxy.user_subdomains), "", 0, 0, NULL,
+     check_subdomain_parent,
+     "a domain: each user's workspace on its own origin NAME.DOMAIN instead of the hub's "
+     "/user/NAME/ (empty: paths)"},
 
     {"cull", "timeout", CONFIG_DURATION, OFF(cull.timeout), "1h", 0, 365 * DAY, NULL, NULL,
      "stop servers with no user activity for this long (0: never)"},
@@ -777,6 +782,32 @@ static int check_public_url(const char *value, struct buf *msg)
             buf_appendf(msg, "invalid port '%.*s' (expected 1 to 65535)", (int)plen, colon + 1);
             return -EINVAL;
         }
+    }
+    return 0;
+}
+
+/* The parent domain of per-user origins: a host name (not an address), lowercase, with room
+ * for a 32-character user name label in front of it. */
+static int check_subdomain_parent(const char *value, struct buf *msg)
+{
+    size_t len = strlen(value);
+    if (len == 0)
+        return 0;
+    if (len > 253 - 33 || !host_name_valid(value, len)) {
+        buf_appendf(msg, "expected a domain name of at most %d characters, as in ws.example.com",
+                    253 - 33);
+        return -EINVAL;
+    }
+    for (const char *p = value; *p; p++) {
+        if (*p >= 'A' && *p <= 'Z') {
+            buf_append_str(msg, "must be lowercase");
+            return -EINVAL;
+        }
+    }
+    struct in_addr a4;
+    if (inet_pton(AF_INET, value, &a4) == 1) {
+        buf_append_str(msg, "must be a domain name, not an IP address");
+        return -EINVAL;
     }
     return 0;
 }

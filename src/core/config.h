@@ -88,6 +88,7 @@ struct config {
         int64_t websocket_timeout;  /* seconds a WebSocket may be silent both ways, default 1h */
         int64_t upstream_keepalive; /* idle upstream connections kept per workspace, 64 */
         int64_t upstream_max_conns; /* HTTP connections open per workspace at once, 256 */
+        char *user_subdomains;      /* DOMAIN: NAME's workspace at NAME.DOMAIN; "" = paths */
     } proxy;
     struct {
         int64_t timeout; /* seconds without user activity before a server stops, 0 = never */

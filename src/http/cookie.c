@@ -103,12 +103,19 @@ static bool pair_named(const struct pair *p, const char *name, size_t name_len)
 
 int http_cookie_get(const char *header, size_t len, const char *name, char **value_out)
 {
+    return http_cookie_get_nth(header, len, name, 0, value_out);
+}
+
+int http_cookie_get_nth(const char *header, size_t len, const char *name, int n_th,
+                        char **value_out)
+{
     *value_out = NULL;
     size_t name_len = strlen(name);
     size_t pos = 0;
     struct pair p;
+    int seen = 0;
     while (next_pair(header, len, &pos, &p)) {
-        if (!pair_named(&p, name, name_len))
+        if (!pair_named(&p, name, name_len) || seen++ < n_th)
             continue;
         const char *v = p.value;
         size_t n = p.value_len;

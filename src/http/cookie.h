@@ -19,6 +19,11 @@
  * sent twice (for example one tossed in by another site under a different Path). */
 int http_cookie_get(const char *header, size_t len, const char *name, char **value_out);
 
+/* Like http_cookie_get(), for the n_th (0-based) cookie named `name`: a browser sends
+ * every cookie that matches, so one name may come several times. */
+int http_cookie_get_nth(const char *header, size_t len, const char *name, int n_th,
+                        char **value_out);
+
 /* Returns how many cookies in header[0..len) are named `name` (0 when none). */
 int http_cookie_count(const char *header, size_t len, const char *name);
 

@@ -14,6 +14,7 @@
 #include "http/url.h"
 #include "hub/identity_cache.h"
 #include "hub/metrics.h"
+#include "hub/subdomain.h"
 #include "spawn/spawner.h"
 #include "web/assets.h"
 #include "web/pages.h"
@@ -111,11 +112,16 @@ void hub_credential_hash(const struct hub *hub, const struct http_request *req, 
 
 int hub_identify(struct hub *hub, const struct http_request *req, struct hub_identity *out)
 {
-    memset(out, 0, sizeof *out);
-    int64_t now = hub_now_ms();
     char hash[72];
     bool is_token;
     hub_credential_hash(hub, req, hash, &is_token);
+    return hub_identify_hash(hub, hash, is_token, out);
+}
+
+int hub_identify_hash(struct hub *hub, const char *hash, bool is_token, struct hub_identity *out)
+{
+    memset(out, 0, sizeof *out);
+    int64_t now = hub_now_ms();
     if (hash[0] == '\0')
         return 0;
     /* The cache is read only on the proxy path (src/hub/workspace.c); the hub's own
@@ -847,6 +853,7 @@ int hub_serve(struct config *cfg)
                       strcmp(host, "0.0.0.0") == 0 ? "127.0.0.1" : host, v6 ? "]" : "", portbuf);
     }
     hub->public_origin = xstrdup(cfg->server.public_url);
+    hub_subdomain_setup(hub);
     if (hub->listener != NULL) {
         /* Operators see each replica under the address it really serves on. */
         char *where = xasprintf("%s:%s", host, portbuf);
@@ -881,6 +888,7 @@ out:
     free(host);
     hub_identity_cache_free(hub->identities);
     free(hub->trusted_proxies);
+    hub_subdomain_cleanup(hub);
     free(hub->public_origin);
     for (size_t i = 0; i < hub->n_user_buckets; i++) {
         struct hub_user_ref *ref = hub->user_refs[i];

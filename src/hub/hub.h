@@ -67,7 +67,14 @@ struct hub {
     struct proxy *proxy;                   /* loop thread only */
     struct hub_identity_cache *identities; /* credential hash → identity, any thread */
     char *public_origin;                   /* scheme://host[:port] for the Origin check */
-    struct cidr *trusted_proxies;          /* parsed server.trusted_proxies */
+    /* Per-user origins (proxy.user_subdomains, src/hub/subdomain.c); ws_domain NULL when
+     * workspaces are served under /user/NAME/ on the hub's origin. */
+    const char *ws_domain;        /* borrowed from cfg */
+    char *ws_origin_tail;         /* ".DOMAIN[:PORT]", what follows NAME in its origin */
+    const char *ws_cookie;        /* "codehub-ws" or "__Host-codehub-ws" */
+    const char *ws_state_cookie;  /* "codehub-ws-state" or "__Host-codehub-ws-state" */
+    unsigned char ws_key[32];     /* MACs handoff codes and workspace cookies */
+    struct cidr *trusted_proxies; /* parsed server.trusted_proxies */
     size_t n_trusted_proxies;
     struct hub_user_ref **user_refs; /* interned names for long-lived callbacks: a chained
                                         hash table of n_user_buckets (a power of two) */
@@ -155,6 +162,9 @@ void hub_credential_hash(const struct hub *hub, const struct http_request *req, 
  * an identity. Worker thread. Returns 0 (possibly with via == HUB_AUTH_NONE), or -EIO
  * when the store failed. */
 int hub_identify(struct hub *hub, const struct http_request *req, struct hub_identity *out);
+/* The same for a credential already hashed (hub_credential_hash(), or the hub session a
+ * workspace cookie names): `hash` "" gives HUB_AUTH_NONE. Worker thread. */
+int hub_identify_hash(struct hub *hub, const char *hash, bool is_token, struct hub_identity *out);
 
 /* The CSRF token for an identity's session (empty string for token callers). */
 void hub_csrf_token(const struct hub *hub, const struct hub_identity *id, char out[AUTH_CSRF_LEN]);

@@ -13,6 +13,7 @@
 #include "http/proxy.h"
 #include "http/url.h"
 #include "hub/identity_cache.h"
+#include "hub/subdomain.h"
 #include "spawn/spawner.h"
 #include "web/pages.h"
 
@@ -34,6 +35,7 @@ struct pending_identity {
     struct http_exchange *ex;
     struct hub_identity id;
     char hash[72];
+    bool is_token;
     int rc;
 };
 
@@ -156,21 +158,26 @@ static void decide(struct hub *hub, struct http_exchange *ex, const struct hub_i
     decide_route(hub, ex, id, false);
 }
 
-/* `refreshed`: the store was asked for the route already (no second look-up). */
+/* `refreshed`: the store was asked for the route already (no second look-up). The
+ * workspace is named by the path (/user/NAME/...) or, with per-user origins, by the Host
+ * (NAME.DOMAIN), which then forwards the path as it is. */
 static void decide_route(struct hub *hub, struct http_exchange *ex, const struct hub_identity *id,
                          bool refreshed)
 {
     struct http_request *req = &ex->req;
     char name[40];
-    if (!workspace_user(req->path, name)) {
+    bool own_origin = hub_subdomain_of(hub, req, name);
+    if (own_origin ? name[0] == '\0' : !workspace_user(req->path, name)) {
         finish_with(hub, ex, 404, "There is no such workspace.");
         return;
     }
     if (id->via == HUB_AUTH_NONE) {
-        if (accepts_html(req))
-            redirect(hub, ex, "/hub/login?next=", req->path);
-        else
+        if (!accepts_html(req))
             finish_with(hub, ex, 401, "Sign in first.");
+        else if (own_origin)
+            hub_subdomain_begin(hub, ex, name); /* the hub says who this is */
+        else
+            redirect(hub, ex, "/hub/login?next=", req->path);
         return;
     }
     bool own = strcmp(id->name, name) == 0;
@@ -184,7 +191,14 @@ static void decide_route(struct hub *hub, struct http_exchange *ex, const struct
         /* A page on another site must not open a WebSocket into this workspace with
          * the user's cookie (cross-site WebSocket hijacking). */
         const char *origin = http_request_header(req, "Origin");
-        if (origin == NULL || strcasecmp(origin, hub->public_origin) != 0) {
+        struct buf mine = BUF_INIT;
+        if (own_origin)
+            hub_subdomain_origin(hub, name, &mine);
+        else
+            buf_append_str(&mine, hub->public_origin);
+        bool same = origin != NULL && strcasecmp(origin, mine.data) == 0;
+        buf_free(&mine);
+        if (!same) {
             log_event(LOG_WARN, "proxy.bad_origin", "user", id->name, "origin", origin, "addr",
                       req->remote_addr, (const char *)NULL);
             finish_with(hub, ex, 403, "WebSocket from a foreign origin refused.");
@@ -205,9 +219,17 @@ static void decide_route(struct hub *hub, struct http_exchange *ex, const struct
     }
     if (route == NULL) {
         if (accepts_html(req)) {
-            char prefix[96];
-            snprintf(prefix, sizeof prefix, "/hub/spawn-pending/%s?next=", name);
-            redirect(hub, ex, prefix, req->path);
+            /* The hub's start page, which comes back through /user/NAME/... when ready. */
+            struct buf prefix = BUF_INIT, back = BUF_INIT;
+            if (own_origin)
+                buf_append_str(&prefix, hub->public_origin);
+            buf_appendf(&prefix, "/hub/spawn-pending/%s?next=", name);
+            if (own_origin)
+                buf_appendf(&back, "/user/%s", name);
+            buf_append_str(&back, req->path);
+            redirect(hub, ex, prefix.data, back.data);
+            buf_free(&prefix);
+            buf_free(&back);
         } else {
             finish_with(hub, ex, 503, "The server of this workspace is not running.");
         }
@@ -221,7 +243,7 @@ static void decide_route(struct hub *hub, struct http_exchange *ex, const struct
     struct hub_user_ref *ref = hub_user_ref(hub, name);
     struct proxy_target target = {
         .upstream = route,
-        .strip_prefix = strip,
+        .strip_prefix = own_origin ? NULL : strip,
         .forwarded_for = xff.data,
         .forwarded_proto = proto,
         .forwarded_host = host,
@@ -238,7 +260,7 @@ static void decide_route(struct hub *hub, struct http_exchange *ex, const struct
 static void identify_work(uv_work_t *work)
 {
     struct pending_identity *p = work->data;
-    p->rc = hub_identify(p->hub, &p->ex->req, &p->id);
+    p->rc = hub_identify_hash(p->hub, p->hash, p->is_token, &p->id);
 }
 
 static void identify_done(uv_work_t *work, int status)
@@ -260,11 +282,76 @@ static void identify_done(uv_work_t *work, int status)
     free(p);
 }
 
+/* Decides with the identity of credential `hash` (from the cache, else from the store on
+ * the thread pool); "" for none. */
+static void identify_then_decide(struct hub *hub, struct http_exchange *ex, const char *hash,
+                                 bool is_token)
+{
+    struct hub_identity id;
+    if (hash[0] == '\0') {
+        memset(&id, 0, sizeof id);
+        decide(hub, ex, &id);
+        return;
+    }
+    if (hub_identity_cache_get(hub->identities, hash, hub_now_ms(), &id)) {
+        decide(hub, ex, &id);
+        return;
+    }
+    struct pending_identity *p = xcalloc(1, sizeof *p);
+    p->work.data = p;
+    p->hub = hub;
+    p->ex = ex;
+    snprintf(p->hash, sizeof p->hash, "%s", hash);
+    p->is_token = is_token;
+    if (uv_queue_work(hub->loop, &p->work, identify_work, identify_done) != 0) {
+        free(p);
+        finish_with(hub, ex, 503, "The hub is busy.");
+    }
+}
+
+/* A request to NAME.DOMAIN: everything there is NAME's workspace, but the handoff. */
+static int own_origin_head(struct hub *hub, struct http_exchange *ex, const char *name)
+{
+    struct http_request *req = &ex->req;
+    if (name[0] == '\0') {
+        finish_with(hub, ex, 404, "There is no such workspace.");
+        return HTTP_HEAD_DEFER;
+    }
+    char *norm = NULL;
+    if (http_path_normalize(req->path, &norm) != 0) {
+        finish_with(hub, ex, 400, "This path is malformed.");
+        return HTTP_HEAD_DEFER;
+    }
+    req->path = arena_strdup(&ex->arena, norm);
+    free(norm);
+    if (strcmp(req->path, "/_codehub/handoff") == 0) {
+        hub_subdomain_redeem(hub, ex, name);
+        return HTTP_HEAD_DEFER;
+    }
+    /* A bearer token as anywhere else; otherwise this origin's own cookie, never the hub's
+     * session cookie (one tossed in under a broader Domain must not count). */
+    char hash[72];
+    bool is_token;
+    hub_credential_hash(hub, req, hash, &is_token);
+    if (!is_token) {
+        char session[HUB_SUBDOMAIN_HASH_HEX + 1];
+        hash[0] = '\0';
+        if (hub_subdomain_cookie_session(hub, req, name, session))
+            snprintf(hash, sizeof hash, "%s", session);
+    }
+    identify_then_decide(hub, ex, hash, is_token);
+    return HTTP_HEAD_DEFER;
+}
+
 int hub_workspace_head(struct http_exchange *ex, void *data)
 {
     struct hub *hub = data;
     struct http_request *req = &ex->req;
     char *norm = NULL;
+    char name[40];
+
+    if (hub_subdomain_of(hub, req, name))
+        return own_origin_head(hub, ex, name);
 
     /* Cheap test first: only paths that can normalise to /user/... need the work. */
     if (strncmp(req->path, "/user", 5) != 0 && strchr(req->path, '%') == NULL &&
@@ -279,7 +366,6 @@ int hub_workspace_head(struct http_exchange *ex, void *data)
     }
     req->path = arena_strdup(&ex->arena, norm);
     free(norm);
-    char name[40];
     if (!workspace_user(req->path, name)) {
         finish_with(hub, ex, 404, "There is no such workspace.");
         return HTTP_HEAD_DEFER;
@@ -298,28 +384,15 @@ int hub_workspace_head(struct http_exchange *ex, void *data)
         return HTTP_HEAD_DEFER;
     }
 
+    if (hub->ws_domain != NULL) {
+        /* Per-user origins: no workspace page is ever served on the hub's origin. */
+        hub_subdomain_send_away(hub, ex, name);
+        return HTTP_HEAD_DEFER;
+    }
     char hash[72];
     bool is_token;
-    struct hub_identity id;
     hub_credential_hash(hub, req, hash, &is_token);
-    if (hash[0] == '\0') {
-        memset(&id, 0, sizeof id);
-        decide(hub, ex, &id);
-        return HTTP_HEAD_DEFER;
-    }
-    if (hub_identity_cache_get(hub->identities, hash, hub_now_ms(), &id)) {
-        decide(hub, ex, &id);
-        return HTTP_HEAD_DEFER;
-    }
-    struct pending_identity *p = xcalloc(1, sizeof *p);
-    p->work.data = p;
-    p->hub = hub;
-    p->ex = ex;
-    memcpy(p->hash, hash, sizeof p->hash);
-    if (uv_queue_work(hub->loop, &p->work, identify_work, identify_done) != 0) {
-        free(p);
-        finish_with(hub, ex, 503, "The hub is busy.");
-    }
+    identify_then_decide(hub, ex, hash, is_token);
     return HTTP_HEAD_DEFER;
 }
 

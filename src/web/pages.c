@@ -11,6 +11,7 @@
 #include "http/url.h"
 #include "hub/identity_cache.h"
 #include "hub/metrics.h"
+#include "hub/subdomain.h"
 #include "spawn/kube.h"
 #include "web/template.h"
 
@@ -721,6 +722,17 @@ void web_handle(struct hub_call *call)
             logout(call);
         else
             error_page(call, 405, "Use GET or POST here.");
+        return;
+    }
+
+    if (strcmp(path, "/hub/handoff") == 0) {
+        /* Per-user origins: a workspace origin asks who this browser is (hub/subdomain.h). */
+        if (!get)
+            error_page(call, 405, "Use GET here.");
+        else if (call->id.via == HUB_AUTH_NONE && call->hub->ws_domain != NULL)
+            redirect_to_login(call);
+        else
+            hub_subdomain_issue(call);
         return;
     }
 

@@ -25,14 +25,21 @@ def two(make_hub):
     return hub, a, b
 
 
-def ws_handshake(hub, path, cookie=None, origin=None, token=None):
+def ws_handshake(hub, path, cookie=None, origin=None, token=None, host=None,
+                 cookie_header=None):
+    """Opens a WebSocket handshake to the hub: `cookie` is a session cookie's value,
+    `cookie_header` a whole Cookie header, `host` the Host (default the hub's address).
+    Returns (socket, status, response bytes)."""
     key = base64.b64encode(os.urandom(16)).decode()
-    lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{hub.port}", "Upgrade: websocket",
-             "Connection: Upgrade", f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
+    lines = [f"GET {path} HTTP/1.1", f"Host: {host or f'127.0.0.1:{hub.port}'}",
+             "Upgrade: websocket", "Connection: Upgrade", f"Sec-WebSocket-Key: {key}",
+             "Sec-WebSocket-Version: 13"]
     if origin:
         lines.append(f"Origin: {origin}")
     if cookie:
         lines.append(f"Cookie: codehub-session={cookie}")
+    if cookie_header:
+        lines.append(f"Cookie: {cookie_header}")
     if token:
         lines.append(f"Authorization: Bearer {token}")
     s = socket.create_connection(("127.0.0.1", hub.port), timeout=10)

@@ -435,6 +435,13 @@ static void test_value_errors(void **state)
                       ":2:15: server.public_url: must not have a path (serving under a path "
                       "prefix is not supported)");
     expect_file_error("server:\n  data_dir: \"\"\n", ":2:13: server.data_dir: must not be empty");
+    expect_file_error("proxy:\n  user_subdomains: WS.example.com\n",
+                      ":2:20: proxy.user_subdomains: must be lowercase");
+    expect_file_error("proxy:\n  user_subdomains: 10.1.2.3\n",
+                      ":2:20: proxy.user_subdomains: must be a domain name, not an IP address");
+    expect_file_error("proxy:\n  user_subdomains: ws..example.com\n",
+                      ":2:20: proxy.user_subdomains: expected a domain name of at most 220 "
+                      "characters, as in ws.example.com");
     expect_file_error("server:\n  trusted_proxies: [10.0.0.0/8, 10.0.0.0/33]\n",
                       ":2:33: server.trusted_proxies: invalid prefix length in '10.0.0.0/33' "
                       "(expected /0 to /32)");
@@ -1242,7 +1249,7 @@ static void test_each_key(void **state)
     struct key_names keys = {.n = 0};
     config_each_key(collect_key, &keys);
     /* Every field of struct config has a row. */
-    assert_int_equal(keys.n, 83);
+    assert_int_equal(keys.n, 84);
     assert_string_equal(keys.names[0], "server.bind");
     assert_string_equal(keys.names[keys.n - 1], "kube.profiles");
     for (size_t i = 0; i < keys.n; i++) {

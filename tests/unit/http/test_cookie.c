@@ -74,6 +74,18 @@ static void test_get_first_and_count(void **state)
     assert_int_equal(http_cookie_count(";;; ;", 5, "sid"), 0);
     /* Only len bytes are read. */
     assert_int_equal(http_cookie_count(h, 9, "sid"), 1);
+
+    /* Each of several cookies of one name, in order; none past the last. */
+    const char *many = "sid=a; sidx=no; \"q\"=1; sid=\"b\"; bad\x01=x; sid=c";
+    const char *want[] = {"a", "b", "c"};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(http_cookie_get_nth(many, strlen(many), "sid", i, &v), 0);
+        assert_string_equal(v, want[i]);
+        free(v);
+    }
+    assert_int_equal(http_cookie_get_nth(many, strlen(many), "sid", 3, &v), -ENOENT);
+    assert_null(v);
+    assert_int_equal(http_cookie_count(many, strlen(many), "sid"), 3);
 }
 
 static bool drop_codehub(const char *name, size_t len, void *data)
