@@ -26,14 +26,16 @@ run:
 	@$(MAKE) --no-print-directory build
 	$(BUILD)/codehub serve
 
-# Unit tests (ctest) first, then the black-box and browser tests (pytest); pytest's
-# summary is the last line.
+# Unit tests (ctest) first, the fuzz smoke, the black-box and browser tests (pytest), then
+# all of it again under AddressSanitizer + UndefinedBehaviorSanitizer + LeakSanitizer
+# (make asan); the sanitized pytest's summary is the last line.
 test:
 	@$(MAKE) --no-print-directory deps
 	@$(MAKE) --no-print-directory build
 	@$(MAKE) --no-print-directory test-unit
 	@$(MAKE) --no-print-directory fuzz FUZZ_RUNS=$(FUZZ_SMOKE_RUNS)
 	@$(MAKE) --no-print-directory test-integ
+	@$(MAKE) --no-print-directory asan
 
 test-unit: build
 	@ctest --test-dir $(BUILD) --output-on-failure -j $(JOBS)
