@@ -42,6 +42,7 @@ dict_for() {
     fuzz_kubeconfig) echo fuzz/kubeconfig.dict ;;
     fuzz_watch_stream) echo fuzz/watch.dict ;;
     fuzz_websocket) echo fuzz/websocket.dict ;;
+    fuzz_handoff) echo fuzz/handoff.dict ;;
     esac
 }
 
