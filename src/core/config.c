@@ -809,6 +809,20 @@ static int check_subdomain_parent(const char *value, struct buf *msg)
         buf_append_str(msg, "must be a domain name, not an IP address");
         return -EINVAL;
     }
+    /* Browsers read a host whose last label is a number ("a.1", "a.0x7f") as an IPv4
+     * address (WHATWG URL), so NAME.DOMAIN would not be a name there. */
+    const char *last = strrchr(value, '.');
+    last = last ? last + 1 : value;
+    bool numeric = true;
+    bool hex = (last[0] == '0' && (last[1] == 'x' || last[1] == 'X'));
+    for (const char *p = hex ? last + 2 : last; *p; p++)
+        if (!(is_digit(*p) || (hex && ((*p >= 'a' && *p <= 'f') || (*p >= 'A' && *p <= 'F')))))
+            numeric = false;
+    if (numeric) {
+        buf_append_str(msg, "its last label must not be a number (browsers would read "
+                            "NAME.DOMAIN as an IPv4 address)");
+        return -EINVAL;
+    }
     return 0;
 }
 
@@ -2490,6 +2504,33 @@ static bool ipv6_unspecified(const char *host)
     return inet_pton(AF_INET6, host, &a6) == 1 && IN6_IS_ADDR_UNSPECIFIED(&a6);
 }
 
+/* With per-user origins on, the hub's own host must not itself look like NAME.DOMAIN, or
+ * every request to the hub would be taken for user NAME's workspace. */
+static int check_subdomains_vs_hub(const struct config *cfg, struct buf *out)
+{
+    const char *domain = cfg->proxy.user_subdomains;
+    const char *url = cfg->server.public_url;
+    if (domain == NULL || domain[0] == '\0' || url == NULL || url[0] == '\0')
+        return 0;
+    const char *host = strstr(url, "://");
+    host = host ? host + 3 : url;
+    size_t hlen = host[0] == '[' ? 0 : strcspn(host, ":/");
+    size_t dlen = strlen(domain);
+    if (hlen <= dlen + 1 || host[hlen - dlen - 1] != '.' ||
+        strncasecmp(host + hlen - dlen, domain, dlen) != 0 ||
+        memchr(host, '.', hlen - dlen - 1) != NULL)
+        return 0;
+    struct buf line = BUF_INIT;
+    buf_appendf(&line,
+                "proxy.user_subdomains: the hub's own host '%.*s' (server.public_url) would be "
+                "taken for user '%.*s''s workspace; use the hub's host itself as the domain, or "
+                "a domain that is not its parent",
+                (int)hlen, host, (int)(hlen - dlen - 1), host);
+    emit_line(out, line.data);
+    buf_free(&line);
+    return -EINVAL;
+}
+
 int config_finish(struct config *cfg, struct buf *errors)
 {
     struct buf scratch = BUF_INIT;
@@ -2539,6 +2580,8 @@ int config_finish(struct config *cfg, struct buf *errors)
          * server derives it then. */
         free(host);
     }
+    if (check_subdomains_vs_hub(cfg, out) < 0)
+        nerrors++;
 out:
     buf_free(&scratch);
     return nerrors > 0 ? -EINVAL : 0;

@@ -9,7 +9,11 @@ the test apiserver (tests/kube: a real kube-apiserver with RBAC and admission):
   kept across upgrades, and uninstall keeps the store's claim, the secret and users' claims;
 - codehub "in cluster": the token of the chart's own hub ServiceAccount laid out as a pod
   sees it, the chart's ConfigMap as its configuration, a user logged in and spawned end to
-  end — the chart's Role is enough, and nothing more is granted."""
+  end — the chart's Role is enough, and nothing more is granted;
+- per-user origins (hub.userSubdomains.domain → proxy.user_subdomains): the config, the
+  Ingress's *.DOMAIN rule and its certificate, the refusals (the chart and the binary agree
+  on which domains are valid), off by default changing nothing, and the hub run with the
+  chart's configuration sending NAME.DOMAIN requests to its handoff."""
 
 import base64
 import json
@@ -17,8 +21,10 @@ import os
 import subprocess
 import tempfile
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 import yaml
 
 from conftest import BIN, ROOT
@@ -131,6 +137,7 @@ def test_default_render(helm_home, tmp_path):
     assert cfg["kube"]["hub_name"] == "t-codehub"
     assert cfg["auth"]["secret_file"] == "/etc/codehub/secret/hub-secret"
     assert "url" not in cfg.get("store", {})  # SQLite in the data dir
+    assert cfg["proxy"] == {"admin_access": False}  # workspaces under /user/NAME/
 
     # The hub's Role: exactly the spawner's verbs, nothing cluster-wide.
     role = one(objs, "Role")
@@ -218,9 +225,12 @@ def test_every_option_render(helm_home, tmp_path):
 
     ing = one(objs, "Ingress")
     assert ing["apiVersion"] == "networking.k8s.io/v1"
-    assert ing["spec"]["tls"] == [{"hosts": ["code.example.org"], "secretName": "codehub-tls"}]
+    assert ing["spec"]["tls"] == [
+        {"hosts": ["code.example.org"], "secretName": "codehub-tls"},
+        {"hosts": ["*.ws.example.org"], "secretName": "ws-example-org-tls"}]
     assert ing["spec"]["ingressClassName"] == "nginx"
-    assert ing["spec"]["rules"][0]["host"] == "code.example.org"
+    assert [r["host"] for r in ing["spec"]["rules"]] == ["code.example.org", "*.ws.example.org"]
+    assert cfg["proxy"] == {"admin_access": True, "user_subdomains": "ws.example.org"}
 
     # The workspace account's rights live in the deploy namespace, never the hub's.
     wrole = one(objs, "Role", "codehub-all-workspace")
@@ -272,6 +282,186 @@ def test_replicas_with_postgres_and_existing_secret(helm_home):
     vols = one(objs, "Deployment")["spec"]["template"]["spec"]["volumes"]
     assert {"name": "hub-secret", "secret": {"secretName": "mine", "defaultMode": 0o440,
             "items": [{"key": "hub-secret", "path": "hub-secret"}]}} in vols
+
+
+# -- per-user origins (hub.userSubdomains) -------------------------------------------------
+
+INGRESS = ["--set", "ingress.enabled=true", "--set", "ingress.host=code.example.org"]
+# --set-string: a domain such as 123 must reach the chart as the string it is.
+SUBDOMAINS = [*INGRESS, "--set-string", "hub.userSubdomains.domain=ws.example.org"]
+
+
+def without_secret_value(objs):
+    """The objects with the hub secret's value blanked: `helm template` makes a new one
+    each time."""
+    objs = json.loads(json.dumps(objs))
+    for o in objs:
+        if o["kind"] == "Secret":
+            o["data"] = None
+    return objs
+
+
+def test_user_subdomains_off_by_default_changes_nothing(helm_home):
+    objs = render(helm_home, *INGRESS)
+    assert hub_config(objs)["proxy"] == {"admin_access": False}
+    assert "user_subdomains" not in one(objs, "ConfigMap")["data"]["codehub.yaml"]
+    ing = one(objs, "Ingress")
+    assert [r["host"] for r in ing["spec"]["rules"]] == ["code.example.org"]
+    assert ing["spec"]["tls"] == [{"hosts": ["code.example.org"], "secretName": "codehub-tls"}]
+    # The companion values act only with a domain: with it empty the render is the same,
+    # down to the Deployment's config checksum (an upgrade rolls nothing).
+    same = render(helm_home, *INGRESS, "--set-string", "hub.userSubdomains.domain=",
+                  "--set", "ingress.tls.wildcardSecretName=other-tls",
+                  "--set", "hub.userSubdomains.allowInsecureHTTP=true")
+    assert without_secret_value(same) == without_secret_value(objs)
+
+
+def test_user_subdomains_render(helm_home, tmp_path):
+    off = render(helm_home, *INGRESS)
+    objs = render(helm_home, *SUBDOMAINS)
+    check_config(tmp_path, objs, "subdomains")  # the binary accepts what the chart made
+    cfg = hub_config(objs)
+    assert cfg["proxy"] == {"admin_access": False, "user_subdomains": "ws.example.org"}
+    assert cfg["server"]["public_url"] == "https://code.example.org"
+
+    # A second rule: every NAME.ws.example.org to the same Service and port, all paths;
+    # its own certificate, SECRETNAME-wildcard by default.
+    ing = one(objs, "Ingress")
+    assert ing["apiVersion"] == "networking.k8s.io/v1"
+    rules = ing["spec"]["rules"]
+    assert [r["host"] for r in rules] == ["code.example.org", "*.ws.example.org"]
+    assert rules[1]["http"] == rules[0]["http"] == {"paths": [{
+        "path": "/", "pathType": "Prefix",
+        "backend": {"service": {"name": "t-codehub", "port": {"name": "http"}}}}]}
+    assert ing["spec"]["tls"] == [
+        {"hosts": ["code.example.org"], "secretName": "codehub-tls"},
+        {"hosts": ["*.ws.example.org"], "secretName": "codehub-tls-wildcard"}]
+
+    # Nothing else changes but the configuration, and so the hub's config checksum (turning
+    # it on rolls the hub).
+    def rest(objs):
+        return [o for o in without_secret_value(objs)
+                if o["kind"] not in ("ConfigMap", "Ingress", "Deployment")]
+    assert rest(objs) == rest(off)
+    checksum = "checksum/config"
+    dep_on, dep_off = one(objs, "Deployment"), one(off, "Deployment")
+    assert dep_on["spec"]["template"]["metadata"]["annotations"][checksum] != \
+        dep_off["spec"]["template"]["metadata"]["annotations"][checksum]
+    del dep_on["spec"]["template"]["metadata"]["annotations"][checksum]
+    del dep_off["spec"]["template"]["metadata"]["annotations"][checksum]
+    assert dep_on == dep_off
+
+    # A certificate of its own name; or one certificate for both names, listed once.
+    tls = one(render(helm_home, *SUBDOMAINS, "--set", "ingress.tls.wildcardSecretName=ws-tls"),
+              "Ingress")["spec"]["tls"]
+    assert tls[1] == {"hosts": ["*.ws.example.org"], "secretName": "ws-tls"}
+    tls = one(render(helm_home, *SUBDOMAINS,
+                     "--set", "ingress.tls.wildcardSecretName=codehub-tls"),
+              "Ingress")["spec"]["tls"]
+    assert tls == [{"hosts": ["code.example.org", "*.ws.example.org"],
+                    "secretName": "codehub-tls"}]
+
+    # The hub's own host as DOMAIN (NAME.code.example.org), behind a TLS proxy of the
+    # operator's (no Ingress) on another port: the workspaces share the port.
+    objs = render(helm_home, "--set", "hub.publicURL=https://code.example.org:8443",
+                  "--set-string", "hub.userSubdomains.domain=code.example.org")
+    assert not [o for o in objs if o["kind"] == "Ingress"]
+    check_config(tmp_path, objs, "own-host")
+    assert hub_config(objs)["proxy"]["user_subdomains"] == "code.example.org"
+
+    # Plain HTTP only when asked for by name; the Ingress then has no TLS.
+    objs = render(helm_home, *SUBDOMAINS, "--set", "ingress.tls.enabled=false",
+                  "--set", "hub.userSubdomains.allowInsecureHTTP=true")
+    check_config(tmp_path, objs, "http")
+    cfg = hub_config(objs)
+    assert cfg["server"]["public_url"] == "http://code.example.org"
+    assert cfg["proxy"]["user_subdomains"] == "ws.example.org"
+    assert "tls" not in one(objs, "Ingress")["spec"]
+
+
+def test_user_subdomains_example_in_deploy_md_renders(helm_home, tmp_path):
+    """The values snippet docs/deploy.md shows is what the chart takes."""
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    start = text.index("# values-subdomains.yaml\n")
+    values = tmp_path / "values-subdomains.yaml"
+    values.write_text(text[start:text.index("```", start)])
+    objs = render(helm_home, "-f", str(values))
+    check_config(tmp_path, objs, "deploy-md")
+    assert hub_config(objs)["proxy"]["user_subdomains"] == "ws.example.org"
+    assert one(objs, "Ingress")["spec"]["tls"] == [
+        {"hosts": ["code.example.org"], "secretName": "code-example-org-tls"},
+        {"hosts": ["*.ws.example.org"], "secretName": "ws-example-org-tls"}]
+
+
+LONGEST = ("b" * 63 + ".") * 3 + "c" * 28  # 220 characters
+
+
+@pytest.mark.parametrize("args,message", [
+    # The domain: the schema's checks, then the chart's, each naming the value.
+    (["--set-string", "hub.userSubdomains.domain=Ws.example.org"],
+     'hub.userSubdomains.domain "Ws.example.org" must be lowercase'),
+    (["--set-string", "hub.userSubdomains.domain=10.0.0.1"], "not an IP address"),
+    (["--set-string", "hub.userSubdomains.domain=ws.example.org."], "must not end with a dot"),
+    (["--set-string", "hub.userSubdomains.domain=ws..example.org"],
+     "'/hub/userSubdomains/domain': 'ws..example.org' is not valid hostname"),
+    (["--set-string", "hub.userSubdomains.domain=ws_1.example.org"], "invalid character '_'"),
+    (["--set-string", "hub.userSubdomains.domain=ws.example.org:8443"], "invalid character ':'"),
+    (["--set-string", "hub.userSubdomains.domain=*.example.org"], "invalid character '*'"),
+    (["--set-string", f"hub.userSubdomains.domain={LONGEST}c"],
+     "'/hub/userSubdomains/domain': maxLength: got 221, want 220"),
+    (["--set", "hub.userSubdomains.domian=ws.example.org"], "additional properties 'domian'"),
+    (["--set", "ingress.tls.wildcardSecretName=Ws_TLS"], "/ingress/tls/wildcardSecretName"),
+    # The public URL: needed, https unless the operator opts out, and not itself NAME.DOMAIN.
+    (["--set", "ingress.enabled=false"], "needs the hub's public URL"),
+    (["--set", "ingress.tls.enabled=false"],
+     'needs an https public URL, not "http://code.example.org"'),
+    (["--set", "hub.publicURL=http://code.example.org"], "hub.userSubdomains.allowInsecureHTTP"),
+    (["--set", "hub.extraConfig.server.public_url=http://hub.example.org"],
+     "a page in one user's workspace can set cookies"),
+    (["--set-string", "hub.userSubdomains.domain=example.org"],
+     "codehub would serve it as user \"code\"'s workspace"),
+    # Set elsewhere, the Ingress would not serve *.DOMAIN.
+    (["--set-string", "hub.userSubdomains.domain=",
+      "--set", "hub.extraConfig.proxy.user_subdomains=ws.example.org"],
+     "with hub.userSubdomains.domain, not hub.extraConfig.proxy.user_subdomains"),
+])
+def test_bad_user_subdomains_are_refused_with_the_reason(helm_home, args, message):
+    r = helm(helm_home, "template", "t", str(CHART), "--namespace", "codehub",
+             "--kube-version", KUBE_VERSION, *SUBDOMAINS, *args, check=False)
+    assert r.returncode != 0, r.stdout[:2000]
+    assert message in r.stderr, r.stderr
+
+
+def test_chart_and_hub_agree_on_the_domain(helm_home, tmp_path):
+    """Every domain the chart renders, `codehub check-config` accepts, and every one the
+    binary would refuse at start the chart refuses, naming the value."""
+    ok = ["ws.example.org", "localhost", "code.example.org", "x--y.example", "1a.example",
+          "a" * 63 + ".org", LONGEST]
+    bad = ["Ws.example.org", "WS.EXAMPLE.ORG", "10.0.0.1", "1.2.3", "123", "ws.example.org.",
+           ".example.org", "a..b", "-ws.example.org", "ws-.example.org", "ws_1.example.org",
+           "a" * 64 + ".org", LONGEST + "c", "ws.example.org:8443", "*.example.org",
+           "ws example.org", "[::1]", "::1", "ŵs.example.org", "ws.example.org/x", "ws.1",
+           "a.0x7f", "a.0x"]
+    disagree = []
+    for domain in ok + bad:
+        values = tmp_path / "values.yaml"
+        values.write_text(yaml.safe_dump({"hub": {
+            "publicURL": "https://hub.internal.test", "userSubdomains": {"domain": domain}}}))
+        r = helm(helm_home, "template", "t", str(CHART), "--kube-version", KUBE_VERSION,
+                 "-f", str(values), check=False)
+        chart_ok = r.returncode == 0
+        if not chart_ok:
+            assert "hub.userSubdomains.domain" in r.stderr or \
+                "/hub/userSubdomains/domain" in r.stderr, (domain, r.stderr)
+        config = tmp_path / "codehub.yaml"
+        config.write_text(yaml.safe_dump({"server": {"public_url": "https://hub.internal.test"},
+                                          "proxy": {"user_subdomains": domain}}))
+        hub = subprocess.run([BIN, "check-config", str(config)], capture_output=True, text=True)
+        hub_ok = hub.returncode == 0
+        if chart_ok != hub_ok or chart_ok != (domain in ok):
+            disagree.append((domain, chart_ok, hub_ok, r.stderr.strip()[-300:],
+                             (hub.stdout + hub.stderr).strip()[-300:]))
+    assert not disagree, disagree
 
 
 # -- against the apiserver -----------------------------------------------------------------
@@ -364,20 +554,18 @@ def mint_token(kube, ns, sa):
     return out["status"]["token"]
 
 
-def test_codehub_in_cluster_with_the_charts_rbac_spawns_a_user(helm_home, kube, make_hub,
-                                                              store_backend):
-    ns = f"chart-run-{store_backend[:2]}"
+def hub_in_cluster(helm_home, kube, make_hub, ns, release, *args):
+    """codehub as a pod of the chart's Deployment runs it: the chart's ServiceAccount,
+    Role, RoleBinding, ConfigMap and Secret created in NS, and the files such a pod sees —
+    its ServiceAccount's token, the cluster CA and the namespace; the ConfigMap's
+    configuration; the Secret's value. Returns the hub and the token's directory."""
     if kube.get("serviceaccounts", "default", ns=ns) is None:
         make_namespace(kube, ns)
-    objs = render(helm_home, "--set", "singleuser.storage.capacity=1Gi",
-                  "--set", "singleuser.startTimeout=90s", release="run", ns=ns)
+    objs = render(helm_home, *args, release=release, ns=ns)
     apply(kube, [o for o in objs if o["kind"] in ("ServiceAccount", "Role", "RoleBinding",
                                                    "ConfigMap", "Secret")], ns)
-
-    # The files a pod of the chart's Deployment sees: its ServiceAccount's token, the
-    # cluster CA and the namespace; the ConfigMap's configuration; the Secret's value.
     sa_dir = Path(tempfile.mkdtemp(prefix="chsa-", dir="/tmp"))
-    (sa_dir / "token").write_text(mint_token(kube, ns, "run-codehub"))
+    (sa_dir / "token").write_text(mint_token(kube, ns, f"{release}-codehub"))
     (sa_dir / "ca.crt").write_bytes(Path(kube.ca_path).read_bytes())
     (sa_dir / "namespace").write_text(ns)
     secret_file = sa_dir / "hub-secret"
@@ -392,6 +580,15 @@ def test_codehub_in_cluster_with_the_charts_rbac_spawns_a_user(helm_home, kube, 
         "CODEHUB_KUBE_KUBECONFIG": "",
         "CODEHUB_LOG_FORMAT": "text",
     })
+    return hub, sa_dir
+
+
+def test_codehub_in_cluster_with_the_charts_rbac_spawns_a_user(helm_home, kube, make_hub,
+                                                              store_backend):
+    ns = f"chart-run-{store_backend[:2]}"
+    hub, sa_dir = hub_in_cluster(helm_home, kube, make_hub, ns, "run",
+                                 "--set", "singleuser.storage.capacity=1Gi",
+                                 "--set", "singleuser.startTimeout=90s")
     # The chart's account may do what the spawner needs, and no more.
     hubclient = type(kube.admin)("127.0.0.1", kube.port, kube.ca_path,
                                  (sa_dir / "token").read_text())
@@ -424,3 +621,62 @@ def test_codehub_in_cluster_with_the_charts_rbac_spawns_a_user(helm_home, kube, 
         kube.delete("persistentvolumeclaims", f"claim-{name}", ns=ns)
         kube.wait_gone("pods", f"codehub-{name}", ns=ns)
         kube.wait_gone("persistentvolumeclaims", f"claim-{name}", ns=ns)
+
+
+def test_user_subdomains_notes_and_apiserver(helm_home, kube):
+    """The install's NOTES say what DNS and certificates to provide; the apiserver takes
+    the Ingress with its wildcard rule in both TLS layouts (strict field validation)."""
+    ns = "chart-sub"
+    make_namespace(kube, ns)
+    r = helm(helm_home, "install", "sub", str(CHART), "--namespace", ns, "--dry-run=server",
+             *SUBDOMAINS, kubeconfig=kube.admin_kubeconfig)
+    notes = r.stdout.split("NOTES:", 1)[1]
+    assert "https://NAME.ws.example.org/" in notes
+    assert "a wildcard record *.ws.example.org pointing where code.example.org points" in notes
+    assert "Secret codehub-tls-wildcard in chart-sub with a certificate for *.ws.example.org" \
+        in notes
+    assert "DNS-01" in notes and "Host header" in notes and "WebSocket" in notes
+    assert "WARNING" not in notes
+    # A name that cannot be a DNS label is called out.
+    r = helm(helm_home, "install", "sub", str(CHART), "--namespace", ns, "--dry-run=server",
+             *SUBDOMAINS, "--set", "auth.adminUsers={j.doe,ann}",
+             "--set", "ingress.tls.wildcardSecretName=codehub-tls",
+             kubeconfig=kube.admin_kubeconfig)
+    notes = r.stdout.split("NOTES:", 1)[1]
+    assert "WARNING: these user names are not DNS labels" in notes
+    assert "NAME.ws.example.org: j.doe." in notes
+    assert "one certificate for both code.example.org\n    and *.ws.example.org" in notes
+
+    for extra in ([], ["--set", "ingress.tls.wildcardSecretName=codehub-tls"]):
+        objs = render(helm_home, *SUBDOMAINS, *extra, ns=ns)
+        apply(kube, [one(objs, "Ingress")], ns, dry_run=True)
+
+
+def test_codehub_in_cluster_serves_user_subdomains_as_the_ingress_sends_them(
+        helm_home, kube, make_hub, store_backend):
+    """The hub run with the chart's configuration, reached as the Ingress reaches it (the
+    Host passed through): NAME.ws.example.org is NAME's workspace origin and starts the
+    handoff on the hub's public URL; /user/NAME/ on the hub's host sends the browser there;
+    the hub's own host is still the hub."""
+    hub, _ = hub_in_cluster(helm_home, kube, make_hub, f"chart-sub-{store_backend[:2]}", "sub",
+                            *SUBDOMAINS)
+
+    def get(host, path):
+        return requests.get(hub.url + path, headers={"Host": host, "Accept": "text/html"},
+                            allow_redirects=False, timeout=10)
+
+    r = get("ann.ws.example.org", "/some/file?x=1")
+    assert r.status_code == 302, (r.status_code, r.text)
+    loc = urlsplit(r.headers["Location"])
+    assert (loc.scheme, loc.netloc, loc.path) == ("https", "code.example.org", "/hub/handoff")
+    q = parse_qs(loc.query)
+    assert q["workspace"] == ["ann"] and q["next"] == ["/some/file?x=1"], q
+    # The browser-binding cookie is a __Host- cookie: the chart's public URL is https.
+    assert "__Host-codehub-ws-state=" in r.headers["Set-Cookie"]
+
+    r = get("code.example.org", "/user/ann/some/file")
+    assert r.status_code == 302, (r.status_code, r.text)
+    assert r.headers["Location"] == "https://ann.ws.example.org/some/file"
+
+    r = get("code.example.org", "/hub/login")
+    assert r.status_code == 200 and "password" in r.text, (r.status_code, r.text[:300])

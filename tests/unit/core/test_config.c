@@ -439,6 +439,14 @@ static void test_value_errors(void **state)
                       ":2:20: proxy.user_subdomains: must be lowercase");
     expect_file_error("proxy:\n  user_subdomains: 10.1.2.3\n",
                       ":2:20: proxy.user_subdomains: must be a domain name, not an IP address");
+    expect_file_error("proxy:\n  user_subdomains: ws.1\n",
+                      ":2:20: proxy.user_subdomains: its last label must not be a number "
+                      "(browsers would read NAME.DOMAIN as an IPv4 address)");
+    expect_file_error("proxy:\n  user_subdomains: a.0x7F\n",
+                      ":2:20: proxy.user_subdomains: must be lowercase");
+    expect_file_error("proxy:\n  user_subdomains: a.0x7f\n",
+                      ":2:20: proxy.user_subdomains: its last label must not be a number "
+                      "(browsers would read NAME.DOMAIN as an IPv4 address)");
     expect_file_error("proxy:\n  user_subdomains: ws..example.com\n",
                       ":2:20: proxy.user_subdomains: expected a domain name of at most 220 "
                       "characters, as in ws.example.com");
@@ -1097,6 +1105,58 @@ static void test_finish_errors(void **state)
     buf_free(&errors);
 }
 
+/* With per-user origins, the hub's host must not be NAME.DOMAIN itself. */
+static void test_finish_subdomains_vs_hub_host(void **state)
+{
+    static const struct {
+        const char *url, *domain;
+        bool ok;
+    } cases[] = {
+        {"https://code.example.org", "example.org", false},
+        {"https://CODE.Example.org:8443/", "example.org", false},
+        {"https://code.example.org", "code.example.org", true}, /* the hub's host itself */
+        {"https://code.example.org", "ws.example.org", true},
+        {"https://a.code.example.org", "example.org", true}, /* two labels deep */
+        {"https://xexample.org", "example.org", true},
+        {"http://127.0.0.1:8000", "localhost", true},
+        {"http://localhost:8000", "localhost", true},
+        {"http://ann.localhost:8000", "localhost", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct config cfg;
+        struct buf errors = BUF_INIT;
+        config_init(&cfg);
+        free(cfg.server.public_url);
+        cfg.server.public_url = xstrdup(cases[i].url);
+        free(cfg.proxy.user_subdomains);
+        cfg.proxy.user_subdomains = xstrdup(cases[i].domain);
+        int rc = config_finish(&cfg, &errors);
+        if (cases[i].ok) {
+            assert_int_equal(rc, 0);
+        } else {
+            assert_int_equal(rc, -EINVAL);
+            assert_non_null(strstr(errors.data, "proxy.user_subdomains: the hub's own host"));
+            assert_non_null(strstr(errors.data, "(server.public_url) would be taken for user"));
+        }
+        config_free(&cfg);
+        buf_free(&errors);
+    }
+    struct buf errors = BUF_INIT;
+    struct config cfg;
+    config_init(&cfg);
+    free(cfg.server.public_url);
+    cfg.server.public_url = xstrdup("https://code.example.org");
+    free(cfg.proxy.user_subdomains);
+    cfg.proxy.user_subdomains = xstrdup("example.org");
+    assert_int_equal(config_finish(&cfg, &errors), -EINVAL);
+    assert_string_equal(errors.data,
+                        "proxy.user_subdomains: the hub's own host 'code.example.org' "
+                        "(server.public_url) would be taken for user 'code''s workspace; use the "
+                        "hub's host itself as the domain, or a domain that is not its parent\n");
+    config_free(&cfg);
+    buf_free(&errors);
+}
+
 static void test_finish_null_errors_buffer(void **state)
 {
     struct config cfg;
@@ -1606,6 +1666,7 @@ int main(void)
         cmocka_unit_test(test_usernames),
         cmocka_unit_test(test_store_url),
         cmocka_unit_test(test_finish_errors),
+        cmocka_unit_test(test_finish_subdomains_vs_hub_host),
         cmocka_unit_test(test_finish_null_errors_buffer),
         cmocka_unit_test(test_dump_round_trip),
         cmocka_unit_test(test_kube_keys),

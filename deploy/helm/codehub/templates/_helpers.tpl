@@ -62,6 +62,26 @@ codehub.io/hub: {{ include "codehub.fullname" . }}
 {{- end -}}
 {{- end -}}
 
+{{/* The Secret of the *.DOMAIN certificate (hub.userSubdomains.domain). */}}
+{{- define "codehub.wildcardSecretName" -}}
+{{- default (printf "%s-wildcard" .Values.ingress.tls.secretName) .Values.ingress.tls.wildcardSecretName -}}
+{{- end -}}
+
+{{/*
+The hub's host and port part of the workspaces' origins, from the public URL the
+configuration ends up with (hub.extraConfig included): dict with scheme, host, port
+(":PORT" or empty). Empty dict when no public URL is set.
+*/}}
+{{- define "codehub.publicURLParts" -}}
+{{- $url := dig "server" "public_url" "" (include "codehub.config" . | fromYaml) -}}
+{{- if $url -}}
+{{- $u := urlParse $url -}}
+{{- toJson (dict "url" $url "scheme" (lower $u.scheme) "host" (lower $u.hostname) "port" (regexFind ":[0-9]+$" $u.host)) -}}
+{{- else -}}
+{}
+{{- end -}}
+{{- end -}}
+
 {{- define "codehub.secretName" -}}
 {{- default (printf "%s-secret" (include "codehub.fullname" .)) .Values.hub.existingSecret -}}
 {{- end -}}
@@ -97,6 +117,57 @@ Checks the combinations the schema cannot express; fails the render with the rea
 {{- end -}}
 {{- if and .Values.ingress.enabled (not .Values.ingress.host) -}}
 {{- fail "ingress.enabled needs ingress.host" -}}
+{{- end -}}
+{{- include "codehub.validateUserSubdomains" . -}}
+{{- end -}}
+
+{{/*
+Per-user origins: the domain as codehub accepts it (it refuses others at start), a public
+URL to take the scheme and port from, https unless the operator opts out, and a hub host
+that is not itself a workspace's origin. The schema has checked the type, the length and
+the host name syntax; these give the reason for what it lets through.
+*/}}
+{{- define "codehub.validateUserSubdomains" -}}
+{{- $us := .Values.hub.userSubdomains -}}
+{{- $domain := $us.domain -}}
+{{- $configured := dig "proxy" "user_subdomains" "" (include "codehub.config" . | fromYaml) -}}
+{{- if ne (toString $configured) (toString $domain) -}}
+{{- fail "set per-user origins with hub.userSubdomains.domain, not hub.extraConfig.proxy.user_subdomains: the chart then serves *.DOMAIN on the Ingress and checks the public URL" -}}
+{{- end -}}
+{{- if $domain -}}
+{{- $what := printf "hub.userSubdomains.domain %q" $domain -}}
+{{- if ne $domain (lower $domain) -}}
+{{- fail (printf "%s must be lowercase (codehub refuses other domains at start)" $what) -}}
+{{- end -}}
+{{- if hasSuffix "." $domain -}}
+{{- fail (printf "%s must not end with a dot" $what) -}}
+{{- end -}}
+{{- if regexMatch "^[0-9.]+$" $domain -}}
+{{- fail (printf "%s must be a domain name, not an IP address: workspaces are served at NAME.DOMAIN" $what) -}}
+{{- end -}}
+{{- if regexMatch "(^|[.])([0-9]+|0[xX][0-9a-fA-F]*)$" $domain -}}
+{{- fail (printf "%s must not end in a numeric label: browsers would read NAME.DOMAIN as an IPv4 address" $what) -}}
+{{- end -}}
+{{- if gt (len $domain) 220 -}}
+{{- fail (printf "%s is longer than 220 characters: NAME.DOMAIN must fit DNS's 253" $what) -}}
+{{- end -}}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?([.][a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)*$" $domain) -}}
+{{- fail (printf "%s is not a domain name: labels of lowercase letters, digits and inner hyphens joined by dots, as in ws.example.org" $what) -}}
+{{- end -}}
+{{- $pub := include "codehub.publicURLParts" . | fromJson -}}
+{{- if not $pub -}}
+{{- fail "hub.userSubdomains.domain needs the hub's public URL (the workspaces' origins take its scheme and port): set hub.publicURL, or enable the ingress (ingress.enabled, ingress.host)" -}}
+{{- end -}}
+{{- if and (ne $pub.scheme "https") (not $us.allowInsecureHTTP) -}}
+{{- fail (printf `hub.userSubdomains.domain needs an https public URL, not %q: over plain HTTP no cookie can be a __Host- cookie, so a page in one user's workspace can set cookies for the other workspaces and the hub (docs/security.md, "Per-user origins over plain HTTP"). Serve it over TLS (ingress.tls.enabled, or an https hub.publicURL behind your own TLS proxy), or accept that with hub.userSubdomains.allowInsecureHTTP=true` $pub.url) -}}
+{{- end -}}
+{{- $suffix := printf ".%s" $domain -}}
+{{- if hasSuffix $suffix $pub.host -}}
+{{- $label := trimSuffix $suffix $pub.host -}}
+{{- if not (contains "." $label) -}}
+{{- fail (printf "the hub's host %q is NAME.DOMAIN for hub.userSubdomains.domain %q: codehub would serve it as user %q's workspace, never the hub. Pick a domain the hub's host is not directly under, e.g. the hub's host itself (workspaces at NAME.%s)" $pub.host $domain $label $pub.host) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
 
@@ -169,13 +240,17 @@ they come from Secrets (CODEHUB_STORE_URL, store.password_file).
 {{- if $su.extraLabels -}}{{- $_ := set $kube "labels" $su.extraLabels -}}{{- end -}}
 {{- if $su.extraAnnotations -}}{{- $_ := set $kube "annotations" $su.extraAnnotations -}}{{- end -}}
 {{- if $su.profiles -}}{{- $_ := set $kube "profiles" $su.profiles -}}{{- end -}}
+{{- $proxy := dict "admin_access" $v.auth.adminAccess -}}
+{{- if $v.hub.userSubdomains.domain -}}
+{{- $_ := set $proxy "user_subdomains" $v.hub.userSubdomains.domain -}}
+{{- end -}}
 {{- $config := dict
       "server" $server
       "log" (dict "level" $v.hub.logLevel "format" "json")
       "store" $store
       "auth" $auth
       "spawn" (dict "spawner" "kubernetes" "start_timeout" $su.startTimeout)
-      "proxy" (dict "admin_access" $v.auth.adminAccess)
+      "proxy" $proxy
       "cull" $cull
       "kube" $kube -}}
 {{- if not $store -}}
