@@ -1963,8 +1963,11 @@ static void restore_row(struct spawn_manager *m, const struct store_server *row)
         set_str(&u->message, row->message);
         return;
     }
+    bool stopping = strcmp(row->state, "stopping") == 0;
     history_unref(u->hist);
-    u->hist = history_new(u->name);
+    /* A server being stopped has no start to show: subscribers get "server is stopping",
+     * then "server is not running" once it is gone. */
+    u->hist = stopping ? NULL : history_new(u->name);
     u->started_ms = row->started_ms;
     set_str(&u->route, row->url);
     set_str(&u->spawner_state, row->spawner_state);
@@ -1985,15 +1988,24 @@ static void restore_row(struct spawn_manager *m, const struct store_server *row)
         return;
     }
     u->srv = srv;
+    if (stopping) {
+        /* The hub died while stopping it: finish the job, in the background. It is not
+         * counted in restore_pending, because a code-server that ignores SIGTERM only goes
+         * with the SIGKILL after spawn.stop_timeout, and the hub listens only once the
+         * restore is done: nobody could reach the hub meanwhile. Nothing is lost by not
+         * waiting: STOPPING has no route (the proxy never reaches it), a start is refused
+         * with -EALREADY until the backend's `exited` makes it STOPPED, and the row stays
+         * "stopping" with the process recorded until then, so a hub that dies again
+         * resumes the stop the same way. */
+        set_state(u, SPAWN_STOPPING);
+        log_event(LOG_INFO, "server.stop_resumed", "user", u->name, (const char *)NULL);
+        m->be->stop(m->impl, srv);
+        return;
+    }
     u->restoring = true;
     m->restore_pending++;
     set_state(u, SPAWN_STARTING);
     user_emit(u, 50, "Reconnecting to your running server", false, false);
-    if (strcmp(row->state, "stopping") == 0) {
-        /* The hub died while stopping it: finish the job. */
-        set_state(u, SPAWN_STOPPING);
-        m->be->stop(m->impl, srv);
-    }
 }
 
 static void list_after(uv_work_t *req, int status)

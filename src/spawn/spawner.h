@@ -60,8 +60,12 @@ struct spawn_manager *spawn_manager_new(uv_loop_t *loop, const struct config *cf
 
 /* Reads the servers the store records as not stopped and re-attaches to those still
  * alive (the local backend checks pid, process start time and the socket); the others
- * are marked stopped. Calls `done` on the loop thread when finished (with 0 or a
- * negative errno). The hub starts proxying only after this. */
+ * are marked stopped. A server whose stop was under way is stopped again in the
+ * background: it is `stopping` (no route, starts refused with -EALREADY) until it is
+ * gone, and `done` does not wait for that. Calls `done` on the loop thread when finished
+ * (with 0 or a negative errno). Returns 0, -EALREADY while a restore runs, -EIO while
+ * closing, or a libuv error; `done` is called only after 0. The hub starts proxying only
+ * after `done`. */
 int spawn_manager_restore(struct spawn_manager *m, void (*done)(void *data, int status),
                           void *data);
 

@@ -923,6 +923,72 @@ static void test_restore_dead_and_reused(void **state)
     free(sock_reused);
 }
 
+static void test_restore_stopping(void **state)
+{
+    struct fixture *f = *state;
+    /* The hub died while stopping a code-server that does not react to SIGTERM (it is
+     * SIGSTOPped). The restarted manager's restore is done while that stop still runs:
+     * the hub must not wait for spawn.stop_timeout before it serves anyone. Meanwhile the
+     * server is stopping: no route, no second server; once it is gone, a start works.
+     * The stop timeout is long so that the test, not the SIGKILL, decides when the
+     * process may act on its SIGTERM (SIGCONT below). */
+    cfg_set(f, "spawn.stop_timeout", "600s");
+    f->m = new_manager(f);
+    int64_t id = add_user(f, "ida");
+    struct recorder r = {0};
+    start_ready(f, id, "ida", &r);
+    recorder_clear(&r);
+    pid_t pid = recorded_pid(f, "ida");
+    assert_true(pid > 0);
+    assert_int_equal(kill(-pid, SIGSTOP), 0);
+    assert_int_equal(spawn_stop(f->m, "ida"), 1);
+    assert_true(wait_row(f, id, "stopping"));
+    close_manager(f);
+
+    f->m = new_manager(f);
+    int status = 1;
+    assert_int_equal(spawn_manager_restore(f->m, on_restored, &status), 0);
+    assert_true(run_until(f, int_set, &status, 10000));
+    assert_int_equal(status, 0);
+    /* Done before the stop is: the process cannot have acted on SIGTERM yet. */
+    struct proc_stat st;
+    assert_int_equal(proc_stat_read(pid, &st), 0);
+    assert_int_equal(st.state, 'T');
+    assert_int_equal(spawn_state_of(f->m, "ida"), SPAWN_STOPPING);
+    assert_null(spawn_route(f->m, "ida"));
+    assert_int_equal(spawn_start(f->m, id, "ida"), -EALREADY);
+    assert_int_equal(spawn_stop(f->m, "ida"), 1);
+    struct recorder during = {0};
+    subscribe(f, "ida", &during);
+    assert_int_equal(during.n, 1);
+    assert_true(during.failed[0]);
+    assert_string_equal(during.message[0], "server is stopping");
+    recorder_clear(&during);
+    struct store_server row;
+    assert_int_equal(store_server_get(f->st, id, &row), 0);
+    assert_string_equal(row.state, "stopping"); /* a hub dying now would resume the stop */
+    store_server_clear(&row);
+
+    /* Let it go: the SIGTERM it was sent is delivered now. */
+    assert_int_equal(kill(-pid, SIGCONT), 0);
+    assert_true(wait_state(f, "ida", SPAWN_STOPPED, 30000));
+    assert_string_equal(spawn_last_error(f->m, "ida"), "");
+    assert_true(wait_row(f, id, "stopped"));
+    /* It was the first manager's child: reap it, then nothing of its group is left. */
+    waitpid(pid, NULL, 0);
+    assert_true(group_gone(f, pid));
+    char *sock = path_of(f, "run/%s/code-server.sock", "ida");
+    assert_false(exists(sock));
+    free(sock);
+
+    start_ready(f, id, "ida", &r);
+    recorder_clear(&r);
+    pid_t again = recorded_pid(f, "ida");
+    assert_true(again > 0 && again != pid);
+    assert_int_equal(spawn_stop(f->m, "ida"), 1);
+    assert_true(wait_state(f, "ida", SPAWN_STOPPED, 10000));
+}
+
 static void test_adopt_recorded_server(void **state)
 {
     struct fixture *f = *state;
@@ -1306,6 +1372,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_start_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restore_after_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restore_dead_and_reused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restore_stopping, setup, teardown),
         cmocka_unit_test_setup_teardown(test_adopt_recorded_server, setup, teardown),
         cmocka_unit_test_setup_teardown(test_limits, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_during_start, setup, teardown),
