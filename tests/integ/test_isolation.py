@@ -13,15 +13,13 @@ this process (no resolver here knows them), so every byte still goes to 127.0.0.
 
 import re
 import socket
-import threading
-import http.server
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import pytest
 import requests
 
 from test_workspace import ws_handshake
-from workspace_util import FAST, start_server, wait_state
+from workspace_util import FAST, HeadEcho, start_server, wait_state
 
 
 # --- shared helpers ------------------------------------------------------------------------
@@ -344,30 +342,13 @@ def test_subdomain_cookie_tossing(subs):
 def test_subdomain_hub_cookies_never_reach_code_server(subs):
     hub, a, _ = subs
     handoff(hub, a, "ann")
-    seen = {}
-
-    class Echo(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            seen["headers"] = {k.lower(): v for k, v in self.headers.items()}
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args):
-            pass
-
-    srv = http.server.HTTPServer(("127.0.0.1", 0), Echo)
-    t = threading.Thread(target=srv.handle_request)
-    t.start()
     a.cookies.set("mine", "keepme", domain="ann.localhost")
-    r = a.get(origin(hub, "ann") + f"/proxy/{srv.server_address[1]}/x")
-    t.join(10)
-    srv.server_close()
+    with HeadEcho() as echo:
+        r = a.get(origin(hub, "ann") + f"/proxy/{echo.port}/x")
     assert r.status_code == 200 and r.text == "ok"
-    cookie = seen["headers"].get("cookie", "")
+    cookie = echo.headers.get("cookie", "")
     assert "codehub" not in cookie and "mine=keepme" in cookie
-    assert seen["headers"]["x-forwarded-host"] == f"ann.localhost:{hub.port}"
+    assert echo.headers["x-forwarded-host"] == f"ann.localhost:{hub.port}"
 
 
 def test_subdomain_not_running_goes_to_the_hubs_start_page(subs):

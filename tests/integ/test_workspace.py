@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from rawhttp import read_response
-from workspace_util import (FAST, progress_events, spawner_state, start_server,
+from workspace_util import (FAST, HeadEcho, progress_events, spawner_state, start_server,
                             vscode_page, wait_state)
 
 
@@ -150,34 +150,13 @@ def test_hub_cookies_and_authorization_are_not_forwarded(two, tmp_path):
     hub, a, _ = two
     # code-server's /proxy/PORT/ reaches a local port inside the workspace: run a tiny echo
     # server of the request head there and look at what arrived.
-    import http.server
-    import threading
-    seen = {}
-
-    class Echo(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            seen["headers"] = dict(self.headers)
-            seen["path"] = self.path
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
-
-        def log_message(self, *args):
-            pass
-
-    srv = http.server.HTTPServer(("127.0.0.1", 0), Echo)
-    port = srv.server_address[1]
-    t = threading.Thread(target=srv.handle_request)
-    t.start()
     tok = hub.token("alice")
     a.cookies.set("other", "keepme")
-    r = a.get(hub.url + f"/user/alice/proxy/{port}/x?q=1",
-              headers={"Authorization": f"Bearer {tok}", "X-Forwarded-For": "6.6.6.6"})
-    t.join(10)
-    srv.server_close()
+    with HeadEcho() as echo:
+        r = a.get(hub.url + f"/user/alice/proxy/{echo.port}/x?q=1",
+                  headers={"Authorization": f"Bearer {tok}", "X-Forwarded-For": "6.6.6.6"})
     assert r.status_code == 200 and r.text == "ok"
-    h = {k.lower(): v for k, v in seen["headers"].items()}
+    h = echo.headers
     assert "codehub-session" not in h.get("cookie", "")
     assert "other=keepme" in h.get("cookie", "")
     assert "authorization" not in h

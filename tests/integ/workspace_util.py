@@ -1,11 +1,12 @@
 """Helpers for tests that start real code-server workspaces through the hub."""
 
+import http.server
 import json
 import os
 import re
+import threading
 import time
 
-import requests
 
 # Fast starts: no venv (python3 -m venv takes seconds), culling off unless a test wants it.
 FAST = "local:\n  init_venv: false\ncull:\n  timeout: 0\n"
@@ -98,3 +99,38 @@ def code_server_groups(data_dir, name):
             if fields[0] != "Z":
                 groups.add(int(fields[2]))
     return groups
+
+
+class HeadEcho:
+    """A one-request HTTP server on 127.0.0.1 that keeps the request head it gets and answers
+    "ok": a workspace's code-server forwards /proxy/PORT/... to it, so a test sees exactly
+    what reached the inside of a workspace. `headers` has lowercase names."""
+
+    def __init__(self):
+        echo = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                echo.headers = {k.lower(): v for k, v in self.headers.items()}
+                echo.path = self.path
+                self.send_response(200)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args):
+                pass
+
+        self.headers = None
+        self.path = None
+        self.srv = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.srv.server_address[1]
+        self.thread = threading.Thread(target=self.srv.handle_request)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.thread.join(10)
+        self.srv.server_close()
