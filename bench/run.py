@@ -3,9 +3,10 @@
 docs/benchmarks.md from the fresh results.
 
     bench/run.py              full run: hub, proxy, websocket, spawn, jupyterhub, kube,
-                              replicas, each in turn on this machine (about 55 minutes),
-                              results in bench/results/*.json, then docs/benchmarks.md updated
-    bench/run.py --quick      reduced run of each (about six minutes), results in
+                              replicas, soak, each in turn on this machine (about 67
+                              minutes), results in bench/results/*.json, then
+                              docs/benchmarks.md updated
+    bench/run.py --quick      reduced run of each (about eight minutes), results in
                               bench/results/tmp/, docs untouched
     bench/run.py --only proxy,websocket    a subset (full or --quick)
     bench/run.py --docs-only  only rewrite docs/benchmarks.md from the recorded results
@@ -38,11 +39,12 @@ from hub import cpu_model, mem_total_kib  # noqa: E402
 from hub import first_line as hub_first_line  # noqa: E402
 
 DOC = ROOT / "docs" / "benchmarks.md"
-# Order matters a little: the cheap, steady ones first, the long spawn comparisons last.
-BENCHMARKS = ("hub", "proxy", "websocket", "spawn", "jupyterhub", "kube", "replicas")
-# What --quick passes to each, chosen so that the whole quick run stays around six minutes
+# Order matters a little: the cheap, steady ones first, the long spawn comparisons later, the
+# 10-minute soak (mixed load, zero errors, flat RSS) at the end.
+BENCHMARKS = ("hub", "proxy", "websocket", "spawn", "jupyterhub", "kube", "replicas", "soak")
+# What --quick passes to each, chosen so that the whole quick run stays around eight minutes
 # on this 2-core machine (each script's own --quick, trimmed further where needed; replicas
-# without its 10 s-lease failover, which alone takes about 50 s).
+# without its 10 s-lease failover, which alone takes about 50 s; soak 60 s of load).
 QUICK_ARGS = {
     "hub": ["--quick", "--reps", "2", "--duration", "2", "--logins", "40"],
     "proxy": ["--quick", "--reps", "2", "--duration", "3"],
@@ -51,6 +53,7 @@ QUICK_ARGS = {
     "jupyterhub": ["--quick"],
     "kube": ["--quick", "--reps", "1"],
     "replicas": ["--quick", "--failover", "other-hosts/short,same-host/short"],
+    "soak": ["--quick"],
 }
 
 
