@@ -22,7 +22,6 @@
 #include <assert.h>
 #include <sodium.h>
 #include <errno.h>
-#include <malloc.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -478,12 +477,6 @@ static void maintenance_run(uv_work_t *work)
         job->rc = store_user_count(st, &job->users);
     if (job->rc == 0)
         job->rc = store_session_count(st, now, &job->sessions);
-    /* Give back what the worker threads' malloc arenas keep free. Every store call runs on
-     * a worker, and SQLite 3.40 builds a temporary b-tree (about 85 KiB, freed at once) for
-     * each write of a server row, whose CHECK (state IN (...)) it evaluates that way; glibc
-     * keeps such memory in the arena of whichever thread freed it, so the hub's RSS crept up
-     * by about 90 KiB a minute under a steady mix (docs/benchmarks.md, "Soak"). */
-    malloc_trim(0);
 }
 
 static void maintenance_done(uv_work_t *work, int status)
