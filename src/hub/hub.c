@@ -39,6 +39,11 @@
 #define TOUCH_EVERY_MS (60 * 1000)
 /* How long a credential's identity is trusted from memory on the proxy path. */
 #define IDENTITY_TTL_MS (30 * 1000)
+/* While the store cannot be reached, identities the cache learnt up to this long ago
+ * still let their users into running workspaces (and nobody else: nothing new can be
+ * learnt without the store). Revocations made before the outage have already evicted
+ * their entries. */
+#define STALE_IDENTITY_MAX_MS (15 * 60 * 1000)
 
 static const char csp[] = "default-src 'self'; script-src 'self'; style-src 'self'; "
                           "img-src 'self' data:; connect-src 'self'; form-action 'self'; "
@@ -472,6 +477,7 @@ static void maintenance_run(uv_work_t *work)
     struct store *st = job->hub->store;
     int64_t now = hub_now_ms();
     size_t removed = 0;
+    hub_identity_cache_sweep(job->hub->identities, now);
     job->rc = store_expire(st, now, &removed);
     if (job->rc == 0)
         job->rc = store_user_count(st, &job->users);
@@ -773,7 +779,7 @@ int hub_serve(struct config *cfg)
     hub->throttle = auth_throttle_new((unsigned)cfg->auth.throttle_free_attempts,
                                       cfg->auth.throttle_max_delay * 1000, 100000);
     register_metrics(hub);
-    hub->identities = hub_identity_cache_new(8192, IDENTITY_TTL_MS);
+    hub->identities = hub_identity_cache_new(8192, IDENTITY_TTL_MS, STALE_IDENTITY_MAX_MS);
     if (load_trusted_proxies(hub) != 0)
         goto out;
 

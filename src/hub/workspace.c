@@ -23,12 +23,6 @@
 #include <string.h>
 #include <strings.h>
 
-/* While the store cannot be reached, identities the cache learnt up to this long ago
- * still let their users into running workspaces (and nobody else: nothing new can be
- * learnt without the store). Revocations made before the outage have already evicted
- * their entries. */
-#define STALE_IDENTITY_MAX_MS (15 * 60 * 1000)
-
 struct pending_identity {
     uv_work_t work;
     struct hub *hub;
@@ -269,8 +263,7 @@ static void identify_done(uv_work_t *work, int status)
     struct hub *hub = p->hub;
     struct http_exchange *ex = p->ex;
     if (status == 0 && p->rc != 0 &&
-        hub_identity_cache_get_stale(hub->identities, p->hash, hub_now_ms(), STALE_IDENTITY_MAX_MS,
-                                     &p->id)) {
+        hub_identity_cache_get_stale(hub->identities, p->hash, hub_now_ms(), &p->id)) {
         /* The store is away, but this credential was good a moment ago: keep already
          * running workspaces reachable through the outage. */
         decide(hub, ex, &p->id);
