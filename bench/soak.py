@@ -428,43 +428,56 @@ def start_web_user(hub, name):
 
 # --- the workers ---------------------------------------------------------------------------------
 
-def http_worker(hub, tally, stop, name, rate):
-    """Steady proxied GETs on one keep-alive connection."""
-    plan = [(f"/user/{name}/healthz", 200), (f"/user/{name}/healthz", 200),
-            (f"/user/{name}/", 302), (f"/user/{name}/healthz", 200), (hub.pages[name], 200)]
-    headers = {"Cookie": hub.cookies[name], **PAGE_HEADERS}
+def keepalive_worker(hub, tally, stop, kind, rate, plan, judge):
+    """Steady GETs on one keep-alive connection (a new one after the hub closes it or it
+    fails): plan is a list of (path, headers, want), taken in turn; judge(want, status,
+    response, body) returns what is wrong with an answer, or None."""
     pacer = Pacer(1.0 / rate, stop)
     conn, i = None, 0
     while pacer.wait():
-        path, want = plan[i % len(plan)]
+        path, headers, want = plan[i % len(plan)]
         i += 1
         t0 = time.perf_counter()
         try:
             if conn is None:
                 conn = hub.conn()
-            conn.request("GET", path, headers=headers)
-            resp = conn.getresponse()
-            body = resp.read()
+            status, resp, body = exchange(conn, "GET", path, headers)
             ms = (time.perf_counter() - t0) * 1000
-            if resp.status != want:
-                tally.fail("http", f"GET {path}: {resp.status} {body[:200]!r}")
-            elif want == 302 and not resp.getheader("Location", "").startswith("./?folder="):
-                tally.fail("http", f"GET {path}: 302 to {resp.getheader('Location')!r}")
-            elif want == 200 and not body:
-                tally.fail("http", f"GET {path}: 200 with an empty body")
+            wrong = judge(want, status, resp, body)
+            if wrong:
+                tally.fail(kind, f"GET {path}: {wrong}")
             else:
-                tally.ok("http", ms)
+                tally.ok(kind, ms)
             if resp.will_close:
-                tally.extra["http_connection_closed_by_hub"] += 1
+                tally.extra[f"{kind}_connection_closed_by_hub"] += 1
                 conn.close()
                 conn = None
         except NET_ERRORS as e:
-            tally.fail("http", f"GET {path}: {describe(e)}")
+            tally.fail(kind, f"GET {path}: {describe(e)}")
             if conn is not None:
                 conn.close()
             conn = None
     if conn is not None:
         conn.close()
+
+
+def judge_workspace(want, status, resp, body):
+    if status != want:
+        return f"{status} {body[:200]!r}"
+    if want == 302 and not resp.getheader("Location", "").startswith("./?folder="):
+        return f"302 to {resp.getheader('Location')!r}"
+    if want == 200 and not body:
+        return "200 with an empty body"
+    return None
+
+
+def http_worker(hub, tally, stop, name, rate):
+    """Steady proxied GETs into one workspace on one keep-alive connection."""
+    headers = {"Cookie": hub.cookies[name], **PAGE_HEADERS}
+    plan = [(f"/user/{name}/healthz", headers, 200), (f"/user/{name}/healthz", headers, 200),
+            (f"/user/{name}/", headers, 302), (f"/user/{name}/healthz", headers, 200),
+            (hub.pages[name], headers, 200)]
+    keepalive_worker(hub, tally, stop, "http", rate, plan, judge_workspace)
 
 
 def websocket_worker(hub, tally, stop, name, rate):
@@ -587,31 +600,13 @@ def api_worker(hub, tally, stop, rate):
         plan += [("/hub/api/user", auth, name), (f"/hub/api/users/{name}", auth, name)]
     admin = {"Authorization": f"Bearer {hub.tokens[ADMIN]}"}
     plan += [(f"/hub/api/users/{name}", admin, name) for name in SPAWN_USERS]
-    pacer = Pacer(1.0 / rate, stop)
-    conn, i = None, 0
-    while pacer.wait():
-        path, headers, want = plan[i % len(plan)]
-        i += 1
-        t0 = time.perf_counter()
-        try:
-            if conn is None:
-                conn = hub.conn()
-            status, resp, body = exchange(conn, "GET", path, headers)
-            if status != 200 or json.loads(body).get("name") != want:
-                tally.fail("api", f"GET {path}: {status} {body[:200]!r}")
-            else:
-                tally.ok("api", (time.perf_counter() - t0) * 1000)
-            if resp.will_close:
-                tally.extra["api_connection_closed_by_hub"] += 1
-                conn.close()
-                conn = None
-        except NET_ERRORS as e:
-            tally.fail("api", f"GET {path}: {describe(e)}")
-            if conn is not None:
-                conn.close()
-            conn = None
-    if conn is not None:
-        conn.close()
+    keepalive_worker(hub, tally, stop, "api", rate, plan, judge_api)
+
+
+def judge_api(want, status, resp, body):
+    if status != 200 or json.loads(body).get("name") != want:
+        return f"{status} {body[:200]!r}"
+    return None
 
 
 def spawn_worker(hub, tally, stop, name, hold_s, pause_s):

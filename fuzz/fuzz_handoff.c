@@ -41,15 +41,15 @@ static void genuine_cookie(const struct hub *hub, char *out, size_t cap)
     snprintf(out, cap, "%s.%s", body, mac);
 }
 
-static const char *request_with(struct http_request *req, struct http_header *h, const char *host,
-                                const char *cookie)
+/* Fills *req with two headers, Host and Cookie, kept in h[0..1] (the strings are borrowed). */
+static void request_with(struct http_request *req, struct http_header *h, const char *host,
+                         const char *cookie)
 {
     memset(req, 0, sizeof *req);
     h[0] = (struct http_header){"Host", 4, host, strlen(host)};
     h[1] = (struct http_header){"Cookie", 6, cookie, strlen(cookie)};
     req->headers = h;
     req->nheaders = 2;
-    return host;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
