@@ -4,6 +4,7 @@
     bench/soak.py                  full run: 10 minutes of load -> bench/results/soak.json
     bench/soak.py --quick          smoke run: 60 s -> bench/results/tmp/soak-quick.json
     bench/soak.py --duration 120   any length (seconds of load)
+    bench/soak.py --errors-only    judge errors and sanitizer reports, not the RSS
     bench/soak.py --report bench/results/soak.json   print the Markdown tables of a result
 
 One real codehub (SQLite store, local spawner, the code-server `make deps` installs, every
@@ -44,8 +45,11 @@ while a login POST is in flight, so that the 64 MiB an Argon2id hash holds for i
 is not mistaken for growth (VmHWM at the end shows the peak). Warm-up = the first 20 % of
 the run. Verdict: no errors, and RSS flat: after the warm-up no sample further than 5 % from
 the median of those samples, and the median of the last minute within 5 % of the median of
-the first (minute = 60 s, or half of what follows the warm-up in a shorter run). The exit
-status is 1, with the reasons printed, when either fails; the result file is written anyway.
+the first (minute = 60 s, or half of what follows the warm-up in a shorter run). After the
+load the hub is stopped (SIGTERM) and must exit with status 0 and no sanitizer report in its
+log. The exit status is 1, with the reasons printed, when any of that fails; the result file
+is written anyway. --errors-only leaves the RSS out of the verdict (for a sanitizer build,
+whose RSS is mostly the sanitizer's own); tests/integ/test_soak.py runs this in make test.
 The least-squares slope of VmRSS and RssAnon after the warm-up is reported too, for
 information (a steady creep shows there long before it breaks the 5 %).
 
@@ -917,7 +921,7 @@ def run(procs, tmp, args, duration, warmup):
         reasons.append(f"the hub exited with status {crashed} during the load")
     if stuck:
         reasons.append(f"{len(stuck)} worker threads did not finish")
-    if not rss["ok"]:
+    if not rss["ok"] and not args.errors_only:
         reasons.append(rss["reason"])
     minutes = []
     for m in sorted(tally.minutes):
@@ -946,7 +950,7 @@ def run(procs, tmp, args, duration, warmup):
         "samples": samples,
         "hub_log": hub_log,
         "verdict": {"ok": not reasons, "reasons": reasons, "errors": errors_total,
-                    "rss_flat": rss["ok"]},
+                    "rss_flat": rss["ok"], "rss_judged": not args.errors_only},
     })
     # The web users' servers are stopped through the hub too (not counted).
     for name in WEB_USERS:
@@ -991,6 +995,19 @@ def fd_file_diff(start, end):
     return out
 
 
+SANITIZER_REPORT = re.compile(r"^==\d+==ERROR: |^SUMMARY: \w+Sanitizer|: runtime error: ")
+
+
+def sanitizer_reports(log_path):
+    """Lines of AddressSanitizer / LeakSanitizer / UndefinedBehaviorSanitizer reports in
+    the hub's log (none from a release build)."""
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return []
+    return [line[:300] for line in text.splitlines() if SANITIZER_REPORT.search(line)]
+
+
 def render_markdown(r, source):
     m, s, v = r["machine"], r["settings"], r["verdict"]
     mix = s["mix"]
@@ -1002,7 +1019,8 @@ def render_markdown(r, source):
         f"`{m['codehub_binary_sha256'][:16]}…`), code-server {m['code_server'].split(' ')[0]}, "
         f"{m['nproc']} × {m['cpu_model']}, Linux {m['kernel']}.", "",
         f"**Verdict: {'pass' if v['ok'] else 'FAIL'}** — {v['errors']} errors; RSS "
-        f"{'flat' if v['rss_flat'] else 'NOT flat'} within {s['rss_limit_pct']:.0f} %."
+        f"{'flat' if v['rss_flat'] else 'NOT flat'} within {s['rss_limit_pct']:.0f} %"
+        f"{'' if v.get('rss_judged', True) else ' (not judged: --errors-only)'}."
         + ("" if v["ok"] else " " + "; ".join(v["reasons"])), "",
         "#### Operations", "",
         f"Mix: {len(s['users']['web']) * mix['http_connections_per_web_user']} HTTP "
@@ -1107,6 +1125,9 @@ def main():
                     help="codehub binary (default: build/codehub; copied before the run)")
     ap.add_argument("--out", help="result file (default: bench/results/soak.json, "
                     "bench/results/tmp/soak-quick.json with --quick)")
+    ap.add_argument("--errors-only", action="store_true",
+                    help="judge the errors only, not the RSS: for a sanitizer build, whose "
+                    "RSS is mostly its allocator's quarantine and shadow memory")
     ap.add_argument("--keep", action="store_true",
                     help="keep the temporary directory (the hub's log, the homes)")
     ap.add_argument("--report", metavar="JSON", help="print the Markdown tables of a result")
@@ -1136,6 +1157,7 @@ def main():
 
     signal.signal(signal.SIGTERM, on_signal)
     t0 = time.monotonic()
+    result, hub_exit, findings = None, None, []
     try:
         result = run(procs, tmp, args, duration, warmup)
     except KeyboardInterrupt:
@@ -1149,10 +1171,24 @@ def main():
         return 1
     finally:
         procs.stop_all()
+        if procs.hub is not None:
+            hub_exit = procs.hub.returncode
+        findings = sanitizer_reports(tmp / "codehub.log")
         if args.keep:
             log(f"kept {tmp}")
         else:
             shutil.rmtree(tmp, ignore_errors=True)
+    # Judged after the hub has been stopped (SIGTERM): a clean exit, and no sanitizer report
+    # (LeakSanitizer's comes at exit) in its log.
+    verdict = result["verdict"]
+    result["hub"]["exit_status"] = hub_exit
+    result["hub"]["sanitizer_reports"] = findings[:10]
+    if result["hub"]["crashed"] is None and hub_exit != 0:
+        verdict["reasons"].append(f"the hub exited with status {hub_exit} when stopped")
+    if findings:
+        verdict["reasons"].append(f"{len(findings)} sanitizer report lines in the hub's log, "
+                                  f"the first: {findings[0]}")
+    verdict["ok"] = not verdict["reasons"]
     result["wall_s"] = round(time.monotonic() - t0, 1)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(result, indent=1) + "\n")
