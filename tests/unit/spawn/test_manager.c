@@ -941,6 +941,17 @@ static void test_restore_stopping(void **state)
     pid_t pid = recorded_pid(f, "ida");
     assert_true(pid > 0);
     assert_int_equal(kill(-pid, SIGSTOP), 0);
+    /* A signal takes effect when its target next runs: on a loaded machine the SIGTERM
+     * below could otherwise arrive first, and a pending SIGTERM is delivered before a
+     * pending SIGSTOP. Wait (bounded) until the server is stopped. */
+    struct proc_stat st;
+    for (int i = 0; i < 200; i++) {
+        if (proc_stat_read(pid, &st) == 0 && st.state == 'T')
+            break;
+        usleep(50 * 1000);
+    }
+    assert_int_equal(proc_stat_read(pid, &st), 0);
+    assert_int_equal(st.state, 'T');
     assert_int_equal(spawn_stop(f->m, "ida"), 1);
     assert_true(wait_row(f, id, "stopping"));
     close_manager(f);
@@ -951,7 +962,6 @@ static void test_restore_stopping(void **state)
     assert_true(run_until(f, int_set, &status, 10000));
     assert_int_equal(status, 0);
     /* Done before the stop is: the process cannot have acted on SIGTERM yet. */
-    struct proc_stat st;
     assert_int_equal(proc_stat_read(pid, &st), 0);
     assert_int_equal(st.state, 'T');
     assert_int_equal(spawn_state_of(f->m, "ida"), SPAWN_STOPPING);
