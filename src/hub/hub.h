@@ -72,7 +72,7 @@ struct hub {
     const char *ws_domain;        /* borrowed from cfg */
     char *ws_origin_tail;         /* ".DOMAIN[:PORT]", what follows NAME in its origin */
     const char *ws_cookie;        /* "codehub-ws" or "__Host-codehub-ws" */
-    const char *ws_state_cookie;  /* "codehub-ws-state" or "__Host-codehub-ws-state" */
+    const char *ws_state_cookie;  /* "codehub-ws-state" or "__Host-codehub-ws-state", + "-ID" */
     unsigned char ws_key[32];     /* MACs handoff codes and workspace cookies */
     struct cidr *trusted_proxies; /* parsed server.trusted_proxies */
     size_t n_trusted_proxies;

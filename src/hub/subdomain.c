@@ -25,6 +25,10 @@
 #define NONCE_BYTES 16
 #define NONCE_HEX (2 * NONCE_BYTES)
 #define STATE_BYTES 32
+/* How many hex digits of H(state) name the state cookie of one sign-in attempt. */
+#define STATE_ID_HEX 16
+/* "__Host-codehub-ws-state" "-" ID NUL, with room to spare. */
+#define STATE_COOKIE_MAX 64
 #define HANDOFF_PATH "/_codehub/handoff"
 
 /* MAC contexts: a code can never pass for a cookie, nor either for a nonce's row key. */
@@ -52,6 +56,15 @@ static void plain_hash_hex(const char *s, char out[MAC_HEX + 1])
     unsigned char digest[32];
     crypto_generichash(digest, sizeof digest, (const unsigned char *)s, strlen(s), NULL, 0);
     sodium_bin2hex(out, MAC_HEX + 1, digest, sizeof digest);
+}
+
+/* The state cookie of one sign-in attempt: its name carries the start of H(state), so that
+ * two attempts at once (two tabs opening the same workspace) keep a cookie each instead of
+ * one overwriting the other. `state_hash` is MAC_HEX lowercase hex digits. */
+static void state_cookie_name(const struct hub *hub, const char *state_hash,
+                              char out[STATE_COOKIE_MAX])
+{
+    snprintf(out, STATE_COOKIE_MAX, "%s-%.*s", hub->ws_state_cookie, STATE_ID_HEX, state_hash);
 }
 
 static bool is_lower_hex(const char *s, size_t len)
@@ -263,11 +276,12 @@ static void wanted(const struct http_request *req, struct buf *out)
 void hub_subdomain_begin(struct hub *hub, struct http_exchange *ex, const char *name)
 {
     unsigned char raw[STATE_BYTES];
-    char state[2 * STATE_BYTES + 1], state_hash[MAC_HEX + 1];
+    char state[2 * STATE_BYTES + 1], state_hash[MAC_HEX + 1], cookie[STATE_COOKIE_MAX];
     randombytes_buf(raw, sizeof raw);
     sodium_bin2hex(state, sizeof state, raw, sizeof raw);
     plain_hash_hex(state, state_hash);
-    add_cookie(ex, hub->ws_state_cookie, state, STATE_MAX_AGE_S, hub->secure);
+    state_cookie_name(hub, state_hash, cookie);
+    add_cookie(ex, cookie, state, STATE_MAX_AGE_S, hub->secure);
     sodium_memzero(state, sizeof state);
 
     struct buf loc = BUF_INIT, next = BUF_INIT;
@@ -355,6 +369,7 @@ struct redeem {
     struct http_exchange *ex;
     char row[MAC_HEX + 1];
     char session_hash[HUB_SUBDOMAIN_HASH_HEX + 1];
+    char state_cookie[STATE_COOKIE_MAX];
     char name[40];
     char *next;
     int rc;
@@ -387,7 +402,7 @@ static void redeem_done(uv_work_t *work, int status)
         mac_hex(hub, ctx_cookie, value.data, value.len, mac);
         buf_appendf(&value, ".%s", mac);
         add_cookie(ex, hub->ws_cookie, value.data, -1, hub->secure);
-        add_cookie(ex, hub->ws_state_cookie, "", 0, hub->secure);
+        add_cookie(ex, r->state_cookie, "", 0, hub->secure);
         sodium_memzero(value.data, value.len);
         buf_free(&value);
         finish_redirect(hub, ex, r->next);
@@ -396,11 +411,13 @@ static void redeem_done(uv_work_t *work, int status)
     free(r);
 }
 
-/* Checks a handoff code for workspace `name` against the state cookie. Returns NULL when
- * it is good (row and session_hash filled), else what to tell the user. */
+/* Checks a handoff code for workspace `name` against the state cookie it names. Returns
+ * NULL when it is good (row, session_hash and the state cookie's name filled), else what
+ * to tell the user. */
 static const char *check_code(struct hub *hub, const struct http_request *req, const char *name,
                               const char *code, char row[MAC_HEX + 1],
-                              char session_hash[HUB_SUBDOMAIN_HASH_HEX + 1])
+                              char session_hash[HUB_SUBDOMAIN_HASH_HEX + 1],
+                              char state_cookie[STATE_COOKIE_MAX])
 {
     static const char bad[] = "This sign-in link is not valid. Open the workspace from the hub.";
     const char *f[6];
@@ -417,8 +434,8 @@ static const char *check_code(struct hub *hub, const struct http_request *req, c
         return "This sign-in link has expired. Open the workspace from the hub.";
     const char *header = http_request_header(req, "Cookie");
     char *state = NULL;
-    if (header == NULL ||
-        http_cookie_get(header, strlen(header), hub->ws_state_cookie, &state) != 0)
+    state_cookie_name(hub, f[3], state_cookie);
+    if (header == NULL || http_cookie_get(header, strlen(header), state_cookie, &state) != 0)
         return "This browser did not ask for this sign-in link (no sign-in state: are cookies "
                "blocked?). Open the workspace from the hub.";
     char state_hash[MAC_HEX + 1];
@@ -445,8 +462,9 @@ void hub_subdomain_redeem(struct hub *hub, struct http_exchange *ex, const char 
     char *code = http_form_get(q, strlen(q), "code");
     char *next = http_form_get(q, strlen(q), "next");
     struct redeem *r = xcalloc(1, sizeof *r);
-    const char *why = code ? check_code(hub, req, name, code, r->row, r->session_hash)
-                           : "This sign-in link is incomplete. Open the workspace from the hub.";
+    const char *why =
+        code ? check_code(hub, req, name, code, r->row, r->session_hash, r->state_cookie)
+             : "This sign-in link is incomplete. Open the workspace from the hub.";
     free(code);
     if (why != NULL) {
         log_event(LOG_WARN, "handoff.refused", "workspace", name, "why", why, "addr",

@@ -18,6 +18,7 @@ the test apiserver (tests/kube: a real kube-apiserver with RBAC and admission):
 import base64
 import json
 import os
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -672,7 +673,8 @@ def test_codehub_in_cluster_serves_user_subdomains_as_the_ingress_sends_them(
     q = parse_qs(loc.query)
     assert q["workspace"] == ["ann"] and q["next"] == ["/some/file?x=1"], q
     # The browser-binding cookie is a __Host- cookie: the chart's public URL is https.
-    assert "__Host-codehub-ws-state=" in r.headers["Set-Cookie"]
+    assert re.search(r"(^|, )__Host-codehub-ws-state-[0-9a-f]{16}=", r.headers["Set-Cookie"]), \
+        r.headers["Set-Cookie"]
 
     r = get("code.example.org", "/user/ann/some/file")
     assert r.status_code == 302, (r.status_code, r.text)

@@ -178,7 +178,7 @@ def test_subdomain_handoff_opens_the_workspace(subs):
     assert len(ws) == 1 and ws[0].domain == "ann.localhost", jar.keys()
     assert not ws[0].domain_specified
     assert ws[0].has_nonstandard_attr("HttpOnly")
-    assert not [c for (n, _), c in jar.items() if n == "codehub-ws-state"]
+    assert not [c for (n, _), c in jar.items() if n.startswith("codehub-ws-state")]
 
 
 def test_subdomain_no_workspace_on_the_hubs_origin(subs):
@@ -262,10 +262,41 @@ def test_subdomain_handoff_code_is_single_use_and_bound_to_the_browser(subs):
     assert r.status_code == 302 and r.headers["Location"] == "/"
     assert "codehub-ws=" in r.headers["Set-Cookie"]
     assert "Domain" not in r.headers["Set-Cookie"]
-    state = [c for c in a.cookies if c.name == "codehub-ws-state"]
+    state = [c for c in a.cookies if c.name.startswith("codehub-ws-state-")]
     r = a.get(redeem, allow_redirects=False, cookies={c.name: c.value for c in state})
     assert r.status_code == 400
     assert a.get(origin(hub, "ann") + "/healthz").status_code == 200
+
+
+def test_subdomain_two_tabs_at_once_both_get_in(subs):
+    """Two tabs opening the same workspace origin at once (a browser restoring its tabs):
+    each sign-in attempt has its own state cookie, so neither overwrites the other's and
+    both handoffs succeed, in either order; each clears only its own state cookie."""
+    hub, a, _ = subs
+    for order in ((0, 1), (1, 0)):
+        for c in [c for c in a.cookies if c.domain == "ann.localhost"]:
+            a.cookies.clear(c.domain, c.path, c.name)
+        # Both first requests leave before either handoff comes back.
+        issues = []
+        for path in ("/", "/?folder=/tmp"):
+            r = a.get(origin(hub, "ann") + path, headers={"Accept": "text/html"},
+                      allow_redirects=False)
+            assert r.status_code == 302, (r.status_code, r.text[:200])
+            issues.append(r.headers["Location"])
+        states = [c.name for c in a.cookies if c.name.startswith("codehub-ws-state-")]
+        assert len(states) == 2 and states[0] != states[1], states
+        redeems = []
+        for issue in issues:
+            r = a.get(issue, allow_redirects=False)
+            assert r.status_code == 302
+            redeems.append(r.headers["Location"])
+        for i in order:
+            r = a.get(redeems[i], allow_redirects=False)
+            assert r.status_code == 302, (order, i, r.status_code, r.text[:200])
+            assert "codehub-ws=" in r.headers["Set-Cookie"]
+        assert not [c for c in a.cookies if c.name.startswith("codehub-ws-state")]
+        r = a.get(origin(hub, "ann") + "/healthz")
+        assert r.status_code == 200
 
 
 def test_subdomain_next_never_leaves_the_origin(subs):
