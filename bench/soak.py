@@ -66,13 +66,10 @@ import http.client
 import json
 import os
 import re
-import shutil
-import signal
 import socket
 import statistics
 import struct
 import sys
-import tempfile
 import threading
 import time
 import urllib.parse
@@ -83,8 +80,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hub import (Sodium, cpu_busy, loadavg, log, proc_cpu_s, proc_status,  # noqa: E402
                  summarize)
 from spawn import (CODE_SERVER, CONFIG, PAGE_HEADERS, PASSWORD, Failure, HubSide,  # noqa: E402
-                   Jar, Procs, cli, copy_binary, exchange, fetch_html, machine_facts,
-                   start_hub, stop_server)
+                   Jar, cli, copy_binary, exchange, fetch_html, machine_facts,
+                   run_scratch, start_hub, stop_server)
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("http", "websocket", "websocket_idle", "login", "logout", "api", "spawn", "stop")
@@ -1148,39 +1145,22 @@ def main():
         print(f"soak.py: {args.bin} not found: build it first (make build)", file=sys.stderr)
         return 1
 
-    # Short: code-server's Unix sockets live below it (a socket path may not exceed 107 bytes).
-    tmp = Path(tempfile.mkdtemp(prefix="soak-", dir="/tmp"))
-    procs = Procs(tmp)
+    stopped = {}
 
-    def on_signal(signum, frame):
-        raise KeyboardInterrupt
+    def after_stop(procs, tmp):
+        stopped["exit"] = procs.hub.returncode if procs.hub is not None else None
+        stopped["findings"] = sanitizer_reports(tmp / "codehub.log")
 
-    signal.signal(signal.SIGTERM, on_signal)
     t0 = time.monotonic()
-    result, hub_exit, findings = None, None, []
-    try:
-        result = run(procs, tmp, args, duration, warmup)
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    except Failure as e:
-        log(f"failed during setup: {e}")
-        log_path = tmp / "codehub.log"
-        if log_path.exists():
-            sys.stderr.write(log_path.read_text(errors="replace")[-3000:])
-        return 1
-    finally:
-        procs.stop_all()
-        if procs.hub is not None:
-            hub_exit = procs.hub.returncode
-        findings = sanitizer_reports(tmp / "codehub.log")
-        if args.keep:
-            log(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    result, status = run_scratch(
+        "soak-", lambda procs, tmp: run(procs, tmp, args, duration, warmup), keep=args.keep,
+        after_stop=after_stop)
+    if result is None:
+        return status
     # Judged after the hub has been stopped (SIGTERM): a clean exit, and no sanitizer report
     # (LeakSanitizer's comes at exit) in its log.
     verdict = result["verdict"]
+    hub_exit, findings = stopped["exit"], stopped["findings"]
     result["hub"]["exit_status"] = hub_exit
     result["hub"]["sanitizer_reports"] = findings[:10]
     if result["hub"]["crashed"] is None and hub_exit != 0:

@@ -165,6 +165,43 @@ class Procs:
 
 # --- HTTP ----------------------------------------------------------------------------------------
 
+def run_scratch(prefix, work, keep=False, after_stop=None):
+    """Runs work(procs, tmp): tmp a new directory /tmp/PREFIX... (short on purpose:
+    code-server's Unix sockets live below it, and a socket path may not exceed 107 bytes),
+    procs a Procs for it; the first SIGTERM raises KeyboardInterrupt, later ones are
+    ignored so that they cannot cut the clean-up short (a timeout wrapper passes its own
+    on). At the end every process is stopped, then after_stop(procs, tmp) runs when given,
+    then the directory is removed unless `keep`. Returns (what work returned, 0); (None, 130) when interrupted;
+    (None, 1) after a Failure, logged with the tail of the hub's log."""
+    tmp = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    procs = Procs(tmp)
+
+    def on_signal(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        return work(procs, tmp), 0
+    except KeyboardInterrupt:
+        log("interrupted")
+        return None, 130
+    except Failure as e:
+        log(f"failed: {e}")
+        log_path = tmp / "codehub.log"
+        if log_path.exists():
+            sys.stderr.write(log_path.read_text(errors="replace")[-3000:])
+        return None, 1
+    finally:
+        procs.stop_all()
+        if after_stop is not None:
+            after_stop(procs, tmp)
+        if keep:
+            log(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 class UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path, timeout):
         super().__init__("localhost", timeout=timeout)
@@ -1023,30 +1060,11 @@ def main():
         print("spawn.py: needs 2 CPUs", file=sys.stderr)
         return 1
 
-    # Short on purpose: code-server's Unix sockets live below it, and a socket path may not
-    # exceed 107 bytes.
-    tmp = Path(tempfile.mkdtemp(prefix="chs-", dir="/tmp"))
-    procs = Procs(tmp)
-
-    def on_signal(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
     t_start = time.monotonic()
-    try:
-        result = run(procs, tmp, args, reps, args.settle, quiet_max)
-    except KeyboardInterrupt:
-        log("interrupted")
-        return 130
-    except Failure as e:
-        log(f"failed: {e}")
-        log_path = tmp / "codehub.log"
-        if log_path.exists():
-            sys.stderr.write(log_path.read_text(errors="replace")[-3000:])
-        return 1
-    finally:
-        procs.stop_all()
-        shutil.rmtree(tmp, ignore_errors=True)
+    result, status = run_scratch(
+        "chs-", lambda procs, tmp: run(procs, tmp, args, reps, args.settle, quiet_max))
+    if result is None:
+        return status
     result["elapsed_s"] = round(time.monotonic() - t_start, 1)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(result, indent=1) + "\n")
